@@ -1,0 +1,1 @@
+"""avdit_jax: AVDiT with Mixture of Noise Levels (MoNL) for audio-video latent diffusion."""
