@@ -1,0 +1,420 @@
+"""AVDiT: a diffusion transformer over the audio and video latent tokens of a clip (flax.linen).
+
+  video [B, Tv, H, W, Cv] --patchify+linear--> [B, Lv, D] + spatio-temporal sincos + modality emb --+
+  audio [B, Ta, Ca]       --patchify+linear--> [B, La, D] + temporal sincos        + modality emb --+-> concat [B, L, D]
+  t     [B, M, N]         --sincos+MLP + modality emb--> c [B, M*N, D] (one per (modality, segment))
+  K x adaLN-Zero block (each token modulated by the c of its own (modality, segment))
+  per modality: final adaLN + linear head, un-patchified -> eps (or v) of each latent's shape.
+
+The adaLN projections run once per (modality, segment) cell and are gathered to the tokens: the same
+math as per-token modulation at M*N rows of matmul instead of L. Parameters and main activations carry
+logical axis names ('batch', 'length', 'embed', 'mlp', 'heads', 'kv', ...) for sharding by rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avdit_jax import monl
+
+# name -> (depth, width, heads); DiT's S/B/L/XL plus sizes for tests and laptops.
+VARIANTS = {
+    "tiny": (2, 64, 4),
+    "mini": (4, 128, 4),
+    "S": (12, 384, 6),
+    "B": (12, 768, 12),
+    "L": (24, 1024, 16),
+    "XL": (28, 1152, 16),
+}
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("einsum", "dot_product")
+MODULATION_MODES = ("segment", "token", "example")
+
+zeros_init = nn.initializers.zeros
+xavier = nn.initializers.xavier_uniform()
+
+
+def _dense(features, axes, name=None, init=xavier, dtype=jnp.float32, param_dtype=jnp.float32,
+           use_bias=True):
+  return nn.Dense(features, name=name, dtype=dtype, param_dtype=param_dtype, use_bias=use_bias,
+                  kernel_init=nn.with_logical_partitioning(init, axes),
+                  bias_init=nn.with_logical_partitioning(zeros_init, axes[-1:]))
+
+
+def sincos(positions: np.ndarray, dim: int, max_period: float = 10000.0) -> np.ndarray:
+  """Sinusoidal features of (possibly fractional) positions: [..., ] -> [..., dim] (numpy)."""
+  half = dim // 2
+  freqs = np.exp(-math.log(max_period) * np.arange(half) / half)
+  args = np.asarray(positions, np.float64)[..., None] * freqs
+  emb = np.concatenate([np.cos(args), np.sin(args)], axis=-1)
+  return np.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, dim - 2 * half)]).astype(np.float32)
+
+
+def timestep_features(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal features of integer timesteps, traced: [...] -> [..., dim] f32."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t.astype(jnp.float32)[..., None] * freqs
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+  """Static layout of the joint token sequence [audio tokens; video tokens] for given latent shapes.
+
+  Everything here is numpy, computed once at trace time from shapes and patch sizes.
+  """
+  audio_shape: tuple   # (Ta, Ca)
+  video_shape: tuple   # (Tv, H, W, Cv)
+  audio_patch: int
+  video_patch: tuple   # (pt, ph, pw)
+  num_segments: int
+
+  def __post_init__(self):
+    ta, _ = self.audio_shape
+    tv, h, w, _ = self.video_shape
+    pt, ph, pw = self.video_patch
+    if h % ph or w % pw:
+      raise ValueError(f"video latent: spatial size {h}x{w} is not divisible by the patch {ph}x{pw} "
+                       "(model.video_patch).")
+    # These raise with the offending length and patch when they do not divide.
+    monl.segment_ids(ta, self.audio_patch, self.num_segments, what="audio latent (model.audio_patch)")
+    monl.segment_ids(tv, pt, self.num_segments, what="video latent (model.video_patch)")
+
+  @property
+  def audio_grid(self):  # tokens along time
+    return self.audio_shape[0] // self.audio_patch
+
+  @property
+  def video_grid(self):  # (time, height, width) tokens
+    (tv, h, w, _), (pt, ph, pw) = self.video_shape, self.video_patch
+    return tv // pt, h // ph, w // pw
+
+  @property
+  def num_audio_tokens(self):
+    return self.audio_grid
+
+  @property
+  def num_video_tokens(self):
+    return int(np.prod(self.video_grid))
+
+  def token_cells(self) -> np.ndarray:
+    """Index m * N + n of each token's (modality, segment) cell: int32 [L]."""
+    n = self.num_segments
+    audio_seg = monl.segment_ids(self.audio_grid, 1, n)
+    gt, gh, gw = self.video_grid
+    video_seg = np.repeat(monl.segment_ids(gt, 1, n), gh * gw)
+    return np.concatenate([monl.AUDIO * n + audio_seg, monl.VIDEO * n + video_seg]).astype(np.int32)
+
+  def positional_encoding(self, dim: int) -> np.ndarray:
+    """Fixed sincos encodings [L, dim] on one time axis shared by both modalities.
+
+    Time is measured in units of the finer modality's token spacing, with both modalities spanning
+    the same clip, so audio and video tokens of the same instant get the same temporal code. Video
+    adds a 2D spatial code.
+    """
+    gt, gh, gw = self.video_grid
+    ga = self.audio_grid
+    unit = max(ga, gt)
+    audio_time = (np.arange(ga) + 0.5) * unit / ga
+    video_time = (np.arange(gt) + 0.5) * unit / gt
+    audio = sincos(audio_time, dim)                                   # [La, D]
+    quarter = dim // 2
+    spatial = np.concatenate([
+        np.broadcast_to(sincos(np.arange(gh), quarter)[:, None], (gh, gw, quarter)),
+        np.broadcast_to(sincos(np.arange(gw), dim - quarter)[None, :], (gh, gw, dim - quarter)),
+    ], axis=-1)                                                       # [gh, gw, D]
+    video = sincos(video_time, dim)[:, None, None] + spatial[None]    # [gt, gh, gw, D]
+    return np.concatenate([audio, video.reshape(-1, dim)]).astype(np.float32)
+
+
+def layout_for(config_or_model, audio_shape, video_shape) -> TokenLayout:
+  m = config_or_model
+  return TokenLayout(tuple(audio_shape), tuple(video_shape), int(m.audio_patch),
+                     tuple(int(p) for p in m.video_patch), int(m.num_segments))
+
+
+class TimestepEmbedder(nn.Module):
+  """t [B, M, N] -> c [B, M*N, D]: sincos + MLP (DiT) plus a learned modality embedding."""
+  width: int
+  freq_dim: int = 256
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, t):
+    b, m, n = t.shape
+    h = timestep_features(t, self.freq_dim)                                        # (B, M, N, F)
+    h = _dense(self.width, ("freq", "embed"), "mlp_in", param_dtype=self.param_dtype)(h)
+    h = _dense(self.width, ("embed", "embed_out"), "mlp_out",
+               param_dtype=self.param_dtype)(nn.silu(h))                           # (B, M, N, D)
+    modality = self.param("modality", nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, "embed")), (m, self.width), self.param_dtype)
+    return (h + modality[None, :, None, :]).reshape(b, m * n, self.width)          # (B, M*N, D)
+
+
+def to_tokens(values: jax.Array, token_cells: jax.Array | None) -> jax.Array:
+  """Per-cell values [B, G, K] -> per-token [B, L, K]; G = 1 broadcasts without a gather."""
+  if token_cells is None:
+    return values
+  return jnp.take(values, token_cells, axis=1)
+
+
+class Modulation(nn.Module):
+  """adaLN-Zero projection of the conditioning, computed per cell and broadcast to the tokens."""
+  width: int
+  num_chunks: int
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, cond, token_cells):
+    # cond: (B, G, D), already SiLU'd; token_cells: (L,) or None when G == 1.
+    mod = _dense(self.num_chunks * self.width, ("embed", "modulation"), "proj", init=zeros_init,
+                 param_dtype=self.param_dtype)(cond)                                # (B, G, k*D)
+    mod = to_tokens(mod, token_cells)                                               # (B, L, k*D)
+    return jnp.split(mod, self.num_chunks, axis=-1)
+
+
+def modulate(x, shift, scale):
+  return x * (1.0 + scale.astype(x.dtype)) + shift.astype(x.dtype)
+
+
+class Attention(nn.Module):
+  width: int
+  num_heads: int
+  impl: str = "einsum"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    head_dim = self.width // self.num_heads
+    def proj(name):
+      return nn.DenseGeneral((self.num_heads, head_dim), name=name, dtype=self.dtype,
+                             param_dtype=self.param_dtype,
+                             kernel_init=nn.with_logical_partitioning(xavier, ("embed", "heads", "kv")),
+                             bias_init=nn.with_logical_partitioning(zeros_init, ("heads", "kv")))(x)
+    q, k, v = proj("query"), proj("key"), proj("value")                             # (B, L, H, Dh)
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+    v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+    if self.impl == "einsum":
+      logits = jnp.einsum("blhd,bmhd->bhlm", q, k) / math.sqrt(head_dim)            # (B, H, L, L)
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+      out = jnp.einsum("bhlm,bmhd->blhd", weights, v)                               # (B, L, H, Dh)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v)                                   # (B, L, H, Dh)
+    return nn.DenseGeneral(self.width, axis=(-2, -1), name="out", dtype=self.dtype,
+                           param_dtype=self.param_dtype,
+                           kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
+                           bias_init=nn.with_logical_partitioning(zeros_init, ("embed",)))(out)
+
+
+class Block(nn.Module):
+  """DiT block with adaLN-Zero; the modulation of each token comes from its own cell."""
+  width: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  attention: str = "einsum"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cond, token_cells):
+    # x: (B, L, D); cond: (B, G, D) SiLU'd; token_cells: (L,) or None.
+    shift1, scale1, gate1, shift2, scale2, gate2 = Modulation(
+        self.width, 6, self.param_dtype, name="adaLN")(cond, token_cells)          # 6 x (B, L, D)
+    norm = lambda name: nn.LayerNorm(1e-6, use_bias=False, use_scale=False, dtype=self.dtype, name=name)
+    h = modulate(norm("norm1")(x), shift1, scale1)
+    x = x + gate1.astype(x.dtype) * Attention(self.width, self.num_heads, self.attention, self.dtype,
+                                              self.param_dtype, name="attn")(h)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    h = modulate(norm("norm2")(x), shift2, scale2)
+    h = _dense(int(self.width * self.mlp_ratio), ("embed", "mlp"), "mlp_in", dtype=self.dtype,
+               param_dtype=self.param_dtype)(h)
+    h = nn.with_logical_constraint(nn.gelu(h, approximate=True), ("batch", "length", "mlp"))
+    h = _dense(self.width, ("mlp", "embed"), "mlp_out", dtype=self.dtype, param_dtype=self.param_dtype)(h)
+    x = x + gate2.astype(x.dtype) * h
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class ScannedBlock(Block):
+  """Block with the (carry, out) signature that nn.scan wants."""
+
+  def __call__(self, x, cond, token_cells):
+    return super().__call__(x, cond, token_cells), None
+
+
+class FinalLayer(nn.Module):
+  """adaLN (shift, scale) + linear to one patch of latent per token, zero-initialised."""
+  width: int
+  out_features: int
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cond, token_cells):
+    shift, scale = Modulation(self.width, 2, self.param_dtype, name="adaLN")(cond, token_cells)
+    h = modulate(nn.LayerNorm(1e-6, use_bias=False, use_scale=False, dtype=x.dtype)(x), shift, scale)
+    return _dense(self.out_features, ("embed", "patch"), "linear", init=zeros_init, dtype=jnp.float32,
+                  param_dtype=self.param_dtype)(h)
+
+
+def _remat_policy(name):
+  return {
+      "full": None,
+      "dots": jax.checkpoint_policies.checkpoint_dots,
+      "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+  }[name]
+
+
+class AVDiT(nn.Module):
+  """Joint audio-video noise predictor. Shapes and patches are checked at trace time, before compilation.
+
+  Attributes:
+    num_segments: N, the time segments of the MoNL grid.
+    audio_patch: audio latent frames per token.
+    video_patch: (time, height, width) of a video patch.
+    modulation: 'segment' (per-cell adaLN, the model), 'token' (the same math computed per token: a
+      slow reference for tests), 'example' (one adaLN per example from t[:, 0, 0]: the plain-DiT cost
+      baseline for benchmarks; it ignores the rest of t).
+    remat: 'none' | 'full' | 'dots' | 'dots_no_batch' rematerialisation of each block.
+    scan_layers: scan one block over depth (fast compiles, a 'layers' axis on block params).
+    dtype: compute dtype (e.g. bfloat16); params stay `param_dtype`, outputs are float32.
+  """
+  num_segments: int
+  depth: int = 12
+  width: int = 384
+  num_heads: int = 6
+  mlp_ratio: float = 4.0
+  audio_patch: int = 1
+  video_patch: tuple = (1, 2, 2)
+  attention: str = "einsum"
+  modulation: str = "segment"
+  remat: str = "none"
+  scan_layers: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _check(self):
+    for field, value, allowed in (("attention", self.attention, ATTENTION_IMPLS),
+                                  ("modulation", self.modulation, MODULATION_MODES),
+                                  ("remat", self.remat, REMAT_POLICIES)):
+      if value not in allowed:
+        raise ValueError(f"model.{field}: unknown {value!r}; expected one of {allowed}.")
+    if self.width % self.num_heads:
+      raise ValueError(f"model.width {self.width} is not divisible by model.num_heads {self.num_heads}.")
+
+  @nn.compact
+  def __call__(self, audio, video, t):
+    """audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t int [B, M, N] -> (audio_out, video_out) f32."""
+    self._check()
+    if audio.ndim != 3 or video.ndim != 5 or t.ndim != 3:
+      raise ValueError(f"AVDiT expects audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t [B, M, N]; got "
+                       f"{audio.shape}, {video.shape}, {t.shape}.")
+    b = audio.shape[0]
+    if video.shape[0] != b or t.shape != (b, monl.NUM_MODALITIES, self.num_segments):
+      raise ValueError(f"batch/timestep mismatch: audio {audio.shape}, video {video.shape}, t {t.shape} "
+                       f"(expected t of shape ({b}, {monl.NUM_MODALITIES}, {self.num_segments})).")
+    layout = layout_for(self, audio.shape[1:], video.shape[1:])
+    d = self.width
+    pt, ph, pw = self.video_patch
+    pa = self.audio_patch
+
+    # Tokens.
+    a_tok = einops.rearrange(audio, "b (t p) c -> b t (p c)", p=pa)                  # (B, La, pa*Ca)
+    v_tok = einops.rearrange(video, "b (t pt) (h ph) (w pw) c -> b (t h w) (pt ph pw c)",
+                             pt=pt, ph=ph, pw=pw)                                     # (B, Lv, P*Cv)
+    a_tok = _dense(d, ("patch", "embed"), "audio_embed", dtype=self.dtype,
+                   param_dtype=self.param_dtype)(a_tok.astype(self.dtype))
+    v_tok = _dense(d, ("patch", "embed"), "video_embed", dtype=self.dtype,
+                   param_dtype=self.param_dtype)(v_tok.astype(self.dtype))
+    modality = self.param("modality_embed", nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), (None, "embed")), (monl.NUM_MODALITIES, d), self.param_dtype)
+    x = jnp.concatenate([a_tok + modality[monl.AUDIO].astype(self.dtype),
+                         v_tok + modality[monl.VIDEO].astype(self.dtype)], axis=1)    # (B, L, D)
+    x = x + jnp.asarray(layout.positional_encoding(d), self.dtype)[None]
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    # Conditioning: one vector per (modality, segment) cell, and each token's cell.
+    cells = jnp.asarray(layout.token_cells())                                       # (L,)
+    if self.modulation == "example":
+      cond = TimestepEmbedder(d, param_dtype=self.param_dtype, name="t_embed")(t[:, :1, :1])[:, :1]
+      token_cells = None                                                            # (B, 1, D)
+    else:
+      cond = TimestepEmbedder(d, param_dtype=self.param_dtype, name="t_embed")(t)    # (B, M*N, D)
+      token_cells = cells
+      if self.modulation == "token":
+        cond, token_cells = to_tokens(cond, cells), None                            # (B, L, D)
+    cond = nn.silu(cond)
+
+    # Blocks.
+    block_kwargs = dict(width=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                        attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype)
+    block_cls = ScannedBlock if self.scan_layers else Block
+    if self.remat != "none":
+      block_cls = nn.remat(block_cls, policy=_remat_policy(self.remat), prevent_cse=not self.scan_layers)
+    if self.scan_layers:
+      x, _ = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
+                     metadata_params={nn.PARTITION_NAME: "layers"})(**block_kwargs, name="blocks")(
+                         x, cond, token_cells)
+    else:
+      for i in range(self.depth):
+        x = block_cls(**block_kwargs, name=f"block_{i}")(x, cond, token_cells)
+
+    # Heads, one per modality, each modulated by its tokens' cells.
+    la = layout.num_audio_tokens
+    def head(name, tokens, out_features, token_slice):
+      if token_cells is None:
+        c = cond if cond.shape[1] == 1 else cond[:, token_slice]
+        idx = None
+      else:
+        c, idx = cond, token_cells[token_slice]
+      return FinalLayer(d, out_features, self.param_dtype, name=name)(tokens, c, idx)
+    a_out = head("audio_head", x[:, :la], pa * audio.shape[-1], slice(0, la))       # (B, La, pa*Ca)
+    v_out = head("video_head", x[:, la:], pt * ph * pw * video.shape[-1], slice(la, None))
+    gt, gh, gw = layout.video_grid
+    a_out = einops.rearrange(a_out, "b t (p c) -> b (t p) c", p=pa)
+    v_out = einops.rearrange(v_out, "b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c",
+                             t=gt, h=gh, w=gw, pt=pt, ph=ph, pw=pw)
+    return a_out, v_out
+
+
+def make_model(variant: str = "S", **overrides) -> AVDiT:
+  """AVDiT by variant name ('tiny', 'mini', 'S', 'B', 'L', 'XL') with field overrides."""
+  if variant not in VARIANTS:
+    raise ValueError(f"model.variant: unknown {variant!r}; expected one of {sorted(VARIANTS)}.")
+  depth, width, heads = VARIANTS[variant]
+  fields = dict(depth=depth, width=width, num_heads=heads)
+  fields.update(overrides)
+  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(AVDiT)})
+  if unknown:
+    raise ValueError(f"model: unknown fields {unknown}.")
+  return AVDiT(**fields)
+
+
+def count_flops(layout: TokenLayout, model: AVDiT, batch: int) -> float:
+  """Analytic forward matmul FLOPs (2 per multiply-add) of the model on one batch.
+
+  Counts the dense layers and attention's two matmuls; elementwise work is left out, as in
+  the usual MFU convention.
+  """
+  d, depth = model.width, model.depth
+  length = layout.num_audio_tokens + layout.num_video_tokens
+  hidden = int(d * model.mlp_ratio)
+  per_block = 2 * length * (4 * d * d + 2 * d * hidden) + 2 * 2 * length * length * d
+  cells = monl.NUM_MODALITIES * model.num_segments
+  cond_rows = {"segment": cells, "token": length, "example": 1}[model.modulation]
+  per_block += 2 * cond_rows * d * 6 * d                      # adaLN projection
+  (ta, ca), (tv, h, w, cv) = layout.audio_shape, layout.video_shape
+  patch_io = 2 * 2 * (ta * ca + tv * h * w * cv) * d           # patch embeddings in, heads out
+  final_modulation = 2 * cond_rows * d * 2 * d
+  t_embed = 2 * cells * (256 * d + d * d)
+  return float(batch * (depth * per_block + patch_io + final_modulation + t_embed))
