@@ -1,0 +1,72 @@
+"""Components from a config: the one place where config fields become objects.
+
+Each builder reads one section (`config.model`, `config.diffusion`, `config.monl`, `config.sampling`)
+and raises errors that name the field.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from avdit_jax import diffusion, monl, objective
+from avdit_jax import model as avdit
+from avdit_jax import sample as sampling
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _dtype(name: str, field: str):
+  if name not in DTYPES:
+    raise ValueError(f"{field}: unknown dtype {name!r}; expected one of {sorted(DTYPES)}.")
+  return DTYPES[name]
+
+
+def model(config: ml_collections.ConfigDict) -> avdit.AVDiT:
+  c = config.model
+  overrides = {k: v for k, v in c.items() if k not in ("variant", "dtype", "param_dtype")}
+  overrides["video_patch"] = tuple(overrides["video_patch"])
+  return avdit.make_model(c.variant, num_segments=config.num_segments,
+                          dtype=_dtype(c.get("dtype", "float32"), "model.dtype"),
+                          param_dtype=_dtype(c.get("param_dtype", "float32"), "model.param_dtype"),
+                          **{k: v for k, v in overrides.items() if k != "num_segments"})
+
+
+def frame_segments(config: ml_collections.ConfigDict) -> monl.FrameSegments:
+  """Segment of each latent frame, checked against the model's patches."""
+  (ta, _), (tv, *_) = config.data.audio_shape, config.data.video_shape
+  avdit.layout_for(model(config), config.data.audio_shape, config.data.video_shape)  # checks shapes
+  return monl.frame_segments(ta, config.model.audio_patch, tv, config.model.video_patch[0],
+                             config.num_segments)
+
+
+def schedule(config: ml_collections.ConfigDict) -> diffusion.Schedule:
+  return diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
+
+
+def task(spec: str, num_segments: int):
+  """A task from text: a name ('a2v', 'av_continue:3', 'av_inpaint:1:2') or a written mask
+  ('audio:all,video:0-1'). Numbers after a name are its constructor's arguments in order."""
+  if ":" in spec and spec.split(":")[0] in monl.MODALITIES:
+    return monl.parse_mask(spec, num_segments)
+  name, *args = spec.split(":")
+  try:
+    values = [int(a) for a in args]
+  except ValueError:
+    raise ValueError(f"task {spec!r}: arguments after the name must be integers.") from None
+  return monl.task_mask(name, num_segments, *values) if values else monl.task_mask(name, num_segments)
+
+
+def training_objective(config: ml_collections.ConfigDict) -> objective.Objective:
+  c = config.monl
+  return objective.make_objective(
+      schedule=schedule(config), segments=frame_segments(config), weights=dict(c.weights),
+      clean_prob=c.clean_prob, task=task(c.task, config.num_segments) if c.task else None,
+      prediction=config.diffusion.prediction, modality_weights=tuple(c.modality_weights))
+
+
+def sampler(config: ml_collections.ConfigDict, **overrides) -> sampling.SamplerConfig:
+  c = dict(config.sampling)
+  c.update(overrides)
+  return sampling.SamplerConfig(schedule(config), frame_segments(config), prediction=config.diffusion.prediction,
+                                **c)

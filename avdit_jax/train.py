@@ -1,0 +1,182 @@
+"""Training: the train state, a pure train step, and the loop `train_and_evaluate(config, workdir)`.
+
+The step is a pure function of (state, batch); its RNG is folded from (seed, step), so a run is a
+function of its config alone. Metrics are fetched one step late so the host never waits on the step
+it has just dispatched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from avdit_jax import factory, gaussian, monl
+from avdit_jax import objective as objective_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  ema_params: Any
+  opt_state: Any
+
+
+# ============================================================================= optimizer
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  c = config.optim
+  if c.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, c.lr, c.warmup_steps, max(config.train.num_steps, c.warmup_steps + 1),
+                                              end_value=c.lr * c.get("final_lr_fraction", 0.0))
+  if c.schedule == "constant":
+    return optax.join_schedules([optax.linear_schedule(0.0, c.lr, c.warmup_steps), optax.constant_schedule(c.lr)],
+                                [c.warmup_steps])
+  raise ValueError(f"optim.schedule: unknown {c.schedule!r}; expected 'cosine' or 'constant'.")
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  c = config.optim
+  return optax.chain(
+      optax.clip_by_global_norm(c.grad_clip) if c.grad_clip > 0 else optax.identity(),
+      optax.adamw(learning_rate_schedule(config), b1=c.b1, b2=c.b2, weight_decay=c.weight_decay))
+
+
+# ============================================================================= state and step
+
+
+def init_state(config, model: nn.Module, tx: optax.GradientTransformation, audio_shape, video_shape) -> TrainState:
+  """Parameters from the seed; jit this (eager init compiles every initializer separately)."""
+  audio = jnp.zeros((1, *audio_shape), jnp.float32)
+  video = jnp.zeros((1, *video_shape), jnp.float32)
+  t = jnp.zeros((1, monl.NUM_MODALITIES, config.num_segments), jnp.int32)
+  params = nn.unbox(model.init(jax.random.PRNGKey(config.seed), audio, video, t))["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module, objective: objective_lib.Objective,
+               tx: optax.GradientTransformation, ema_decay: float, seed: int) -> tuple[TrainState, dict]:
+  """One optimizer step on the MoNL loss. batch: {'audio': [B, Ta, Ca], 'video': [B, Tv, H, W, Cv]}."""
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
+
+  def loss_of(params):
+    denoise = lambda a, v, t: model.apply({"params": params}, a, v, t)
+    return objective_lib.loss_fn(objective, denoise, batch["audio"], batch["video"], rng)
+
+  (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+             "strategy_sq": aux["strategy_sq"], "strategy_count": aux["strategy_count"]}
+  return TrainState(state.step + 1, params, ema, opt_state), metrics
+
+
+# ============================================================================= data
+
+
+def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
+  """Latents from the jointly Gaussian toy (data.kind = 'gaussian'): batch k is a function of
+  (data.seed, k), so any step's batch can be regenerated exactly on resume."""
+  c = config.data
+  toy = gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape), factory.frame_segments(config),
+                                  seed=c.seed)
+  draw = jax.jit(lambda k: toy.sample(jax.random.fold_in(jax.random.PRNGKey(c.seed), k), c.batch_size))
+  step = start_step
+  while True:
+    audio, video = draw(step)
+    yield {"audio": audio, "video": video}
+    step += 1
+
+
+def input_batches(config, start_step: int = 0) -> Iterator[dict]:
+  if config.data.kind == "gaussian":
+    return synthetic_batches(config, start_step)
+  raise ValueError(f"data.kind: unknown {config.data.kind!r}; expected 'gaussian'.")
+
+
+# ============================================================================= loop
+
+
+class MetricsWriter:
+  """One JSON object per logged step in workdir/metrics.jsonl; floats via repr, so they read back exact."""
+
+  def __init__(self, workdir: str):
+    self._file = open(os.path.join(workdir, "metrics.jsonl"), "a") if workdir else None
+
+  def write(self, step: int, values: dict):
+    if self._file:
+      self._file.write(json.dumps({"step": step, **values}) + "\n")
+      self._file.flush()
+
+  def close(self):
+    if self._file:
+      self._file.close()
+
+
+def _host_metrics(metrics: dict, lr: float) -> dict:
+  m = jax.device_get(metrics)
+  out = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(lr)}
+  for i, name in enumerate(monl.STRATEGIES):
+    if m["strategy_count"][i] > 0:
+      out[f"loss/{name}"] = float(m["strategy_sq"][i] / m["strategy_count"][i])
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains for config.train.num_steps and returns the final state."""
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+  model = factory.model(config)
+  objective = factory.training_objective(config)
+  tx = make_optimizer(config)
+  lr_fn = learning_rate_schedule(config)
+  state = jax.jit(lambda: init_state(config, model, tx, config.data.audio_shape, config.data.video_shape))()
+  step_fn = jax.jit(lambda s, b: train_step(s, b, model=model, objective=objective, tx=tx,
+                                            ema_decay=config.optim.ema_decay, seed=config.seed),
+                    donate_argnums=0)
+  num_steps = config.train.num_steps
+  writer = MetricsWriter(workdir)
+  batches = input_batches(config, int(state.step))
+  pending = None                       # (step, metrics) dispatched but not yet read
+  start, timed_from = time.time(), None
+  first_step = int(state.step)
+
+  def report(step, metrics):
+    nonlocal timed_from
+    values = _host_metrics(metrics, lr_fn(step - 1))
+    if not np.isfinite(values["loss"]) or not np.isfinite(values["grad_norm"]):
+      raise FloatingPointError(f"non-finite loss or gradient at step {step}: {values}")
+    if timed_from is None:             # the first step carries compilation: time from its end
+      timed_from = (step, time.time())
+    if step % config.train.log_every == 0 or step == num_steps:
+      writer.write(step, values)
+      done, t0 = timed_from
+      rate = (step - done) / max(time.time() - t0, 1e-9) if step > done else float("nan")
+      eta = (num_steps - step) / rate if rate == rate and rate > 0 else float("nan")
+      logging.info("step %d/%d loss %.5f grad_norm %.3f lr %.2e steps/s %.2f ETA %.0fs", step, num_steps,
+                   values["loss"], values["grad_norm"], values["lr"], rate, eta)
+
+  for step in range(first_step + 1, num_steps + 1):
+    state, metrics = step_fn(state, next(batches))
+    if pending is not None:
+      report(*pending)
+    pending = (step, metrics)
+  if pending is not None:
+    report(*pending)
+  writer.close()
+  logging.info("trained %d steps in %.1fs", num_steps - first_step, time.time() - start)
+  return state
