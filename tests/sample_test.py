@@ -114,3 +114,26 @@ def test_bad_tasks_raise_before_sampling():
     sampling.make_condition(config, TASKS["a2v"], a[:, :4], v)
   with pytest.raises(ValueError, match="sampling.sampler"):
     sampling.SamplerConfig(schedule, SEGS, sampler="euler")
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.5])
+def test_a_sampling_step_costs_about_one_forward_pass(guidance):
+  """XLA's FLOP count of one reverse step vs one network call on the same (guided: doubled) batch."""
+  from avdit_jax import model as avdit
+  net = avdit.make_model("S", depth=2, num_segments=4, audio_patch=1, video_patch=(1, 2, 2))
+  segs = monl.frame_segments(64, 1, 4, 1, 4)
+  audio, video = jnp.zeros((4, 64, 8)), jnp.zeros((4, 4, 16, 16, 4))
+  t = jnp.zeros((4, 2, 4), jnp.int32)
+  params = jax.eval_shape(net.init, jax.random.PRNGKey(0), audio, video, t)
+  config = sampling.SamplerConfig(diffusion.make_schedule("cosine"), segs, prediction="v", guidance=guidance)
+  cond = sampling.make_condition(config, monl.a2v(4), audio, video)
+  state = sampling.State(audio, video, jax.random.PRNGKey(0))
+
+  def one_step(p, s, c):
+    return sampling.make_step(lambda a, v, tt: net.apply(p, a, v, tt), config)(s, jnp.int32(0), c)
+
+  step_flops = jax.jit(one_step).lower(params, state, cond).compile().cost_analysis()["flops"]
+  rows = 2 if guidance else 1
+  fwd = jax.jit(net.apply).lower(params, jnp.zeros((4 * rows, 64, 8)), jnp.zeros((4 * rows, 4, 16, 16, 4)),
+                                 jnp.zeros((4 * rows, 2, 4), jnp.int32)).compile().cost_analysis()["flops"]
+  assert step_flops <= 1.05 * fwd, (step_flops, fwd)

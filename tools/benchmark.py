@@ -1,0 +1,126 @@
+r"""Speed as ratios measured in one run on this machine.
+
+  python tools/benchmark.py                       # AVDiT-S, 256 video + 64 audio tokens, batch 8
+  python tools/benchmark.py --variant=B --batch=4 --only=train
+
+Prints:
+  * matmul peak: a large jitted f32 matmul, the machine's reference FLOP/s;
+  * train step: model FLOP/s (analytic, 3x forward) over that peak;
+  * modulation: train step time with per-(modality, segment) adaLN over one timestep per example;
+  * sampling: N reverse steps over N forward passes, for the Python-loop and fori_loop forms.
+Each timing is the best of --repeats after a warm-up call, so compilation is left out.
+"""
+
+import time
+
+from absl import app, flags
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from avdit_jax import diffusion, monl, objective
+from avdit_jax import model as avdit
+from avdit_jax import sample as sampling
+
+flags.DEFINE_string("variant", "S", "Model variant.")
+flags.DEFINE_integer("batch", 8, "Batch size.")
+flags.DEFINE_integer("segments", 4, "N time segments.")
+flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
+flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
+flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling"], "Which measurements to run.")
+FLAGS = flags.FLAGS
+
+AUDIO_SHAPE = (64, 8)          # 64 audio tokens at audio_patch 1
+VIDEO_SHAPE = (4, 16, 16, 4)   # 4 x 8 x 8 = 256 video tokens at video_patch (1, 2, 2)
+
+
+def best_time(fn, *args, repeats):
+  jax.block_until_ready(fn(*args))   # warm-up (and compile)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return min(times)
+
+
+def matmul_peak(repeats):
+  n = 2048
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  return 2 * n**3 / best_time(f, a, repeats=repeats)
+
+
+def make_train_step(net, batch):
+  segs = monl.frame_segments(AUDIO_SHAPE[0], net.audio_patch, VIDEO_SHAPE[0], net.video_patch[0], net.num_segments)
+  obj = objective.make_objective(schedule=diffusion.make_schedule("cosine"), segments=segs,
+                                 weights=dict(vanilla=1, per_modality=1, per_segment=1, per_segment_modality=1),
+                                 prediction="v")
+  tx = optax.adamw(1e-4)
+  rng = np.random.default_rng(0)
+  audio = jnp.asarray(rng.normal(size=(batch, *AUDIO_SHAPE)), jnp.float32)
+  video = jnp.asarray(rng.normal(size=(batch, *VIDEO_SHAPE)), jnp.float32)
+  t = jnp.zeros((1, 2, net.num_segments), jnp.int32)
+  params = jax.jit(net.init)(jax.random.PRNGKey(0), audio[:1], video[:1], t)
+  opt_state = jax.jit(tx.init)(params)
+
+  @jax.jit
+  def step(params, opt_state):
+    def loss(p):
+      return objective.loss_fn(obj, lambda a, v, tt: net.apply(p, a, v, tt), audio, video, jax.random.PRNGKey(0))[0]
+    grads = jax.grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  return step, (params, opt_state), (audio, video), segs
+
+
+def main(_):
+  kw = dict(num_segments=FLAGS.segments, audio_patch=1, video_patch=(1, 2, 2))
+  net = avdit.make_model(FLAGS.variant, **kw)
+  layout = avdit.layout_for(net, AUDIO_SHAPE, VIDEO_SHAPE)
+  tokens = layout.num_audio_tokens + layout.num_video_tokens
+  print(f"devices: {jax.devices()}  variant {FLAGS.variant}, {tokens} tokens, batch {FLAGS.batch}")
+  rows = []
+  peak = None
+  if "peak" in FLAGS.only or "train" in FLAGS.only:
+    peak = matmul_peak(FLAGS.repeats)
+    rows.append(("matmul peak (f32 2048^2)", f"{peak / 1e9:.1f} GFLOP/s", ""))
+
+  if "train" in FLAGS.only or "modulation" in FLAGS.only:
+    step, state, _, _ = make_train_step(net, FLAGS.batch)
+    t_seg = best_time(step, *state, repeats=FLAGS.repeats)
+    flops = 3 * avdit.count_flops(layout, net, FLAGS.batch)
+    if "train" in FLAGS.only:
+      rows.append(("train step", f"{t_seg * 1e3:.0f} ms, {flops / t_seg / 1e9:.1f} GFLOP/s",
+                   f"{flops / t_seg / peak:.2f} of matmul peak"))
+    if "modulation" in FLAGS.only:
+      step_ex, state_ex, _, _ = make_train_step(avdit.make_model(FLAGS.variant, modulation="example", **kw), FLAGS.batch)
+      t_ex = best_time(step_ex, *state_ex, repeats=FLAGS.repeats)
+      rows.append(("per-cell adaLN / per-example adaLN", f"{t_seg * 1e3:.0f} / {t_ex * 1e3:.0f} ms",
+                   f"{t_seg / t_ex:.3f}x"))
+
+  if "sampling" in FLAGS.only:
+    _, (params, _), (audio, video), segs = make_train_step(net, FLAGS.batch)
+    t_grid = jnp.full((FLAGS.batch, 2, FLAGS.segments), 500, jnp.int32)
+    forward = jax.jit(net.apply)
+    t_fwd = best_time(forward, params, audio, video, t_grid, repeats=FLAGS.repeats)
+    n = FLAGS.sample_steps
+    for loop in ("python", "fori"):
+      config = sampling.SamplerConfig(diffusion.make_schedule("cosine"), segs, num_steps=n, prediction="v", loop=loop)
+      run = sampling.make_sampler(lambda a, v, t: net.apply(params, a, v, t), config)
+      cond = sampling.make_condition(config, monl.a2v(FLAGS.segments), audio, video)
+      t_run = best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
+      rows.append((f"sampling {n} steps, {loop} loop", f"{t_run * 1e3:.0f} ms vs {n} x {t_fwd * 1e3:.0f} ms",
+                   f"{t_run / (n * t_fwd):.3f}x of {n} forward passes"))
+    rows.append(("sampling default loop on this backend", sampling.default_loop(), ""))
+
+  width = max(len(r[0]) for r in rows)
+  for name, value, ratio in rows:
+    print(f"{name:<{width}}  {value:<36} {ratio}")
+
+
+if __name__ == "__main__":
+  app.run(main)
