@@ -195,26 +195,30 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    # Explicit [D, H, Dh] kernels and einsums (not DenseGeneral, which builds its kernel flat and then
+    # reshapes: under a mesh context flax would constrain the flat kernel with 3-axis names).
     head_dim = self.width // self.num_heads
     def proj(name):
-      return nn.DenseGeneral((self.num_heads, head_dim), name=name, dtype=self.dtype,
-                             param_dtype=self.param_dtype,
-                             kernel_init=nn.with_logical_partitioning(xavier, ("embed", "heads", "kv")),
-                             bias_init=nn.with_logical_partitioning(zeros_init, ("heads", "kv")))(x)
+      kernel = self.param(f"{name}_kernel", nn.with_logical_partitioning(
+          nn.initializers.xavier_uniform(in_axis=0, out_axis=(1, 2)), ("embed", "heads", "kv")),
+          (self.width, self.num_heads, head_dim), self.param_dtype)
+      bias = self.param(f"{name}_bias", nn.with_logical_partitioning(zeros_init, ("heads", "kv")),
+                        (self.num_heads, head_dim), self.param_dtype)
+      y = jnp.einsum("bld,dhk->blhk", x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+      return nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
     q, k, v = proj("query"), proj("key"), proj("value")                             # (B, L, H, Dh)
-    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-    k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
-    v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
     if self.impl == "einsum":
       logits = jnp.einsum("blhd,bmhd->bhlm", q, k) / math.sqrt(head_dim)            # (B, H, L, L)
       weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
       out = jnp.einsum("bhlm,bmhd->blhd", weights, v)                               # (B, L, H, Dh)
     else:
       out = jax.nn.dot_product_attention(q, k, v)                                   # (B, L, H, Dh)
-    return nn.DenseGeneral(self.width, axis=(-2, -1), name="out", dtype=self.dtype,
-                           param_dtype=self.param_dtype,
-                           kernel_init=nn.with_logical_partitioning(xavier, ("heads", "kv", "embed")),
-                           bias_init=nn.with_logical_partitioning(zeros_init, ("embed",)))(out)
+    kernel = self.param("out_kernel", nn.with_logical_partitioning(
+        nn.initializers.xavier_uniform(in_axis=(0, 1), out_axis=2), ("heads", "kv", "embed")),
+        (self.num_heads, head_dim, self.width), self.param_dtype)
+    bias = self.param("out_bias", nn.with_logical_partitioning(zeros_init, ("embed",)), (self.width,),
+                      self.param_dtype)
+    return jnp.einsum("blhk,hkd->bld", out, kernel.astype(self.dtype)) + bias.astype(self.dtype)   # (B, L, D)
 
 
 class Block(nn.Module):

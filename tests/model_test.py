@@ -108,7 +108,7 @@ def test_params_carry_logical_axis_names():
   a, v, t = _inputs()
   params = _init(_model(scan_layers=True), a, v, t)
   specs = flax.linen.get_partition_spec(params)["params"]
-  assert tuple(specs["blocks"]["attn"]["query"]["kernel"]) == ("layers", "embed", "heads", "kv")
+  assert tuple(specs["blocks"]["attn"]["query_kernel"]) == ("layers", "embed", "heads", "kv")
   assert tuple(specs["blocks"]["mlp_in"]["kernel"]) == ("layers", "embed", "mlp")
   assert tuple(specs["video_embed"]["kernel"]) == ("patch", "embed")
   leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, flax.linen.Partitioned))
