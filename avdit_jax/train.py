@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from avdit_jax import factory, gaussian, monl
+from avdit_jax import factory, gaussian, monl, sharding
 from avdit_jax import objective as objective_lib
 
 
@@ -58,13 +58,18 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 # ============================================================================= state and step
 
 
-def init_state(config, model: nn.Module, tx: optax.GradientTransformation, audio_shape, video_shape) -> TrainState:
-  """Parameters from the seed; jit this (eager init compiles every initializer separately)."""
+def boxed_state(config, model: nn.Module, tx: optax.GradientTransformation, audio_shape, video_shape) -> TrainState:
+  """The initial state with params (and the optimizer's copies of them) boxed with logical axis names."""
   audio = jnp.zeros((1, *audio_shape), jnp.float32)
   video = jnp.zeros((1, *video_shape), jnp.float32)
   t = jnp.zeros((1, monl.NUM_MODALITIES, config.num_segments), jnp.int32)
-  params = nn.unbox(model.init(jax.random.PRNGKey(config.seed), audio, video, t))["params"]
+  params = model.init(jax.random.PRNGKey(config.seed), audio, video, t)["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params))
+
+
+def init_state(config, model, tx, audio_shape, video_shape) -> TrainState:
+  """The initial state, plain arrays; jit it (eager init compiles every initializer separately)."""
+  return nn.unbox(boxed_state(config, model, tx, audio_shape, video_shape))
 
 
 def train_step(state: TrainState, batch: dict, *, model: nn.Module, objective: objective_lib.Objective,
@@ -95,10 +100,14 @@ def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
   toy = gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape), factory.frame_segments(config),
                                   seed=c.seed)
   draw = jax.jit(lambda k: toy.sample(jax.random.fold_in(jax.random.PRNGKey(c.seed), k), c.batch_size))
+  # Every process draws the same global batch and keeps its own rows: the run is the same whatever
+  # the number of processes.
+  rows = c.batch_size // jax.process_count()
+  mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
   step = start_step
   while True:
     audio, video = draw(step)
-    yield {"audio": audio, "video": video}
+    yield {"audio": np.asarray(audio)[mine], "video": np.asarray(video)[mine]}
     step += 1
 
 
@@ -137,19 +146,38 @@ def _host_metrics(metrics: dict, lr: float) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains for config.train.num_steps and returns the final state."""
+  """Trains for config.train.num_steps on the mesh of config.mesh and returns the final state."""
   if workdir:
     os.makedirs(workdir, exist_ok=True)
+  # ---------------------------------------------------------------- mesh
+  mesh = sharding.make_mesh(config)
+  axis_rules = sharding.rules(config)
+  sharding.check_divisible(config.data.batch_size, mesh, axis_rules)
+  # ---------------------------------------------------------------- model, objective, optimizer
   model = factory.model(config)
   objective = factory.training_objective(config)
   tx = make_optimizer(config)
   lr_fn = learning_rate_schedule(config)
-  state = jax.jit(lambda: init_state(config, model, tx, config.data.audio_shape, config.data.video_shape))()
-  step_fn = jax.jit(lambda s, b: train_step(s, b, model=model, objective=objective, tx=tx,
-                                            ema_decay=config.optim.ema_decay, seed=config.seed),
-                    donate_argnums=0)
+  shapes = (tuple(config.data.audio_shape), tuple(config.data.video_shape))
+  # ---------------------------------------------------------------- sharded state
+  abstract = jax.eval_shape(lambda: boxed_state(config, model, tx, *shapes))
+  state_sharding = sharding.logical_shardings(abstract, mesh, axis_rules)
+  # Not under the mesh context: there flax would constrain DenseGeneral kernels before their reshape.
+  state = jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding)()
+  # ---------------------------------------------------------------- step
+  batch_sharding = {"audio": sharding.batch_sharding(mesh, axis_rules, 3),
+                    "video": sharding.batch_sharding(mesh, axis_rules, 5)}
+
+  def step_under_rules(state, batch):
+    with nn.logical_axis_rules(axis_rules):
+      return train_step(state, batch, model=model, objective=objective, tx=tx,
+                        ema_decay=config.optim.ema_decay, seed=config.seed)
+
+  step_fn = jax.jit(step_under_rules, in_shardings=(state_sharding, batch_sharding),
+                    out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+  # ---------------------------------------------------------------- loop
   num_steps = config.train.num_steps
-  writer = MetricsWriter(workdir)
+  writer = MetricsWriter(workdir if jax.process_index() == 0 else "")
   batches = input_batches(config, int(state.step))
   pending = None                       # (step, metrics) dispatched but not yet read
   start, timed_from = time.time(), None
@@ -170,13 +198,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       logging.info("step %d/%d loss %.5f grad_norm %.3f lr %.2e steps/s %.2f ETA %.0fs", step, num_steps,
                    values["loss"], values["grad_norm"], values["lr"], rate, eta)
 
-  for step in range(first_step + 1, num_steps + 1):
-    state, metrics = step_fn(state, next(batches))
+  with jax.set_mesh(mesh):
+    for step in range(first_step + 1, num_steps + 1):
+      state, metrics = step_fn(state, sharding.global_batch(next(batches), mesh, axis_rules))
+      if pending is not None:
+        report(*pending)
+      pending = (step, metrics)
     if pending is not None:
       report(*pending)
-    pending = (step, metrics)
-  if pending is not None:
-    report(*pending)
   writer.close()
   logging.info("trained %d steps in %.1fs", num_steps - first_step, time.time() - start)
   return state

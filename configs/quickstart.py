@@ -11,6 +11,8 @@ each task's samples are to the exact conditional mean (report.md in the workdir)
 
 import ml_collections
 
+from avdit_jax import sharding
+
 
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
@@ -47,6 +49,8 @@ def get_config(arg: str = ""):
   c.optim = dict(lr=2e-3, schedule="cosine", warmup_steps=50, final_lr_fraction=0.0, b1=0.9, b2=0.999,
                  weight_decay=0.0, grad_clip=1.0, ema_decay=0.99)
   c.train = dict(num_steps=600, log_every=50)
+  # Mesh over all devices: data parallel by default; (1, -1, 1) is FSDP, (1, -1, 2) FSDP + tensor.
+  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=(-1, 1, 1), rules=sharding.DEFAULT_RULES)
   c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto")
   c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1",
                        "audio_continue:2", "video_continue:2"),

@@ -1,0 +1,104 @@
+"""Meshes, logical axis rules and shardings, all from config.
+
+config.mesh.axes / config.mesh.shape name the mesh (sizes may hold one -1: "the rest of the devices");
+config.mesh.rules map the model's logical axis names onto mesh axes. Data parallel, FSDP and tensor
+parallel are the same code with different shapes:
+
+  data parallel  shape (-1, 1, 1)    FSDP  shape (1, -1, 1)    FSDP + tensor  shape (1, -1, 2)
+
+A logical axis whose mesh axis is already taken in the same array (e.g. 'embed' -> fsdp in an
+activation whose batch is on fsdp) stays unsharded: one rule set serves params and activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DEFAULT_AXES = ("data", "fsdp", "tensor")
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("modulation", "tensor"),
+    ("kv", None),
+    ("length", None),
+    ("layers", None),
+    ("patch", None),
+    ("freq", None),
+    ("embed_out", None),
+)
+
+
+def mesh_shape(axes: Sequence[str], shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
+  """Resolves one -1 in `shape` and checks that the mesh uses exactly the devices there are."""
+  axes, shape = tuple(axes), [int(s) for s in shape]
+  if len(axes) != len(shape):
+    raise ValueError(f"mesh.shape {tuple(shape)} and mesh.axes {axes} differ in length.")
+  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+    raise ValueError(f"mesh.shape {tuple(shape)}: sizes must be positive, with at most one -1.")
+  known = int(np.prod([s for s in shape if s != -1]))
+  if -1 in shape:
+    if num_devices % known:
+      raise ValueError(f"mesh.shape {tuple(shape)} does not divide the {num_devices} devices "
+                       f"(the fixed axes take {known}).")
+    shape[shape.index(-1)] = num_devices // known
+  if int(np.prod(shape)) != num_devices:
+    raise ValueError(f"mesh.shape {tuple(shape)} needs {int(np.prod(shape))} devices, but there are "
+                     f"{num_devices}.")
+  return tuple(shape)
+
+
+def make_mesh(config, devices=None) -> Mesh:
+  """The mesh of config.mesh over `devices` (default: all), with Auto axes (sharding by annotation)."""
+  devices = jax.devices() if devices is None else devices
+  axes = tuple(config.mesh.axes)
+  shape = mesh_shape(axes, config.mesh.shape, len(devices))
+  return jax.make_mesh(shape, axes, devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * len(axes))
+
+
+def rules(config) -> tuple:
+  axes = set(config.mesh.axes)
+  out = tuple((name, tuple(m) if isinstance(m, (list, tuple)) else m) for name, m in config.mesh.rules)
+  for name, target in out:
+    for axis in (target if isinstance(target, tuple) else (target,)):
+      if axis is not None and axis not in axes:
+        raise ValueError(f"mesh.rules: logical axis {name!r} maps to {axis!r}, which is not in mesh.axes "
+                         f"{tuple(config.mesh.axes)}.")
+  return out
+
+
+def logical_shardings(boxed_abstract, mesh: Mesh, axis_rules) -> object:
+  """NamedShardings for a tree of (abstract) values boxed with logical names; unboxed leaves replicate."""
+  specs = nn.get_partition_spec(boxed_abstract)
+  return nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+
+
+def batch_sharding(mesh: Mesh, axis_rules, ndim: int) -> NamedSharding:
+  """Leading batch axis by the 'batch' rule, the rest replicated."""
+  spec = nn.logical_to_mesh_axes(("batch",) + (None,) * (ndim - 1), axis_rules)
+  return NamedSharding(mesh, spec)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_divisible(global_batch: int, mesh: Mesh, axis_rules) -> None:
+  spec = nn.logical_to_mesh_axes(("batch",), axis_rules)[0]
+  names = spec if isinstance(spec, tuple) else (spec,) if spec else ()
+  shards = int(np.prod([mesh.shape[n] for n in names])) if names else 1
+  if global_batch % shards:
+    raise ValueError(f"data.batch_size {global_batch} is not divisible by the {shards} batch shards of the "
+                     f"mesh {dict(mesh.shape)}.")
+
+
+def global_batch(local: dict, mesh: Mesh, axis_rules) -> dict:
+  """This process's rows of the batch -> global arrays sharded over the mesh's batch axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, axis_rules, np.ndim(v)), np.asarray(v))
+          for k, v in local.items()}
