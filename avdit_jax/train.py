@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from avdit_jax import factory, gaussian, monl, sharding
+from avdit_jax import checkpoint, factory, gaussian, monl, sharding
 from avdit_jax import objective as objective_lib
 
 
@@ -121,10 +122,22 @@ def input_batches(config, start_step: int = 0) -> Iterator[dict]:
 
 
 class MetricsWriter:
-  """One JSON object per logged step in workdir/metrics.jsonl; floats via repr, so they read back exact."""
+  """One JSON object per logged step in workdir/metrics.jsonl; floats via repr, so they read back exact.
 
-  def __init__(self, workdir: str):
-    self._file = open(os.path.join(workdir, "metrics.jsonl"), "a") if workdir else None
+  On resume from step k, rows after k (written by the run that was interrupted) are dropped first.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0):
+    self._file = None
+    if not workdir:
+      return
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+      with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+      with open(path, "w") as f:
+        f.writelines(keep)
+    self._file = open(path, "a")
 
   def write(self, step: int, values: dict):
     if self._file:
@@ -159,11 +172,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   tx = make_optimizer(config)
   lr_fn = learning_rate_schedule(config)
   shapes = (tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  # ---------------------------------------------------------------- sharded state
+  # ---------------------------------------------------------------- sharded state, restored if possible
   abstract = jax.eval_shape(lambda: boxed_state(config, model, tx, *shapes))
   state_sharding = sharding.logical_shardings(abstract, mesh, axis_rules)
-  # Not under the mesh context: there flax would constrain DenseGeneral kernels before their reshape.
-  state = jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding)()
+  manager = checkpoint.make_manager(workdir, config)
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(abstract),
+                        state_sharding)
+  restored = checkpoint.restore_latest(manager, target, config)
+  if restored:
+    state, data_state, _ = restored
+  else:
+    # Not under the mesh context: there flax would constrain DenseGeneral-style kernels mid-reshape.
+    state = jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding)()
+    data_state = {"next_batch": 0}
   # ---------------------------------------------------------------- step
   batch_sharding = {"audio": sharding.batch_sharding(mesh, axis_rules, 3),
                     "video": sharding.batch_sharding(mesh, axis_rules, 5)}
@@ -177,17 +198,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
   # ---------------------------------------------------------------- loop
   num_steps = config.train.num_steps
-  writer = MetricsWriter(workdir if jax.process_index() == 0 else "")
-  batches = input_batches(config, int(state.step))
+  first_step = int(state.step)
+  writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
+  batches = input_batches(config, data_state["next_batch"])
+  preemption = checkpoint.PreemptionFlag()
   pending = None                       # (step, metrics) dispatched but not yet read
   start, timed_from = time.time(), None
-  first_step = int(state.step)
 
   def report(step, metrics):
     nonlocal timed_from
     values = _host_metrics(metrics, lr_fn(step - 1))
     if not np.isfinite(values["loss"]) or not np.isfinite(values["grad_norm"]):
-      raise FloatingPointError(f"non-finite loss or gradient at step {step}: {values}")
+      raise FloatingPointError(f"non-finite loss or gradient at step {step}: {values}; the last checkpoint "
+                               f"({manager.latest_step()}) holds the last good state.")
     if timed_from is None:             # the first step carries compilation: time from its end
       timed_from = (step, time.time())
     if step % config.train.log_every == 0 or step == num_steps:
@@ -198,14 +221,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       logging.info("step %d/%d loss %.5f grad_norm %.3f lr %.2e steps/s %.2f ETA %.0fs", step, num_steps,
                    values["loss"], values["grad_norm"], values["lr"], rate, eta)
 
-  with jax.set_mesh(mesh):
-    for step in range(first_step + 1, num_steps + 1):
-      state, metrics = step_fn(state, sharding.global_batch(next(batches), mesh, axis_rules))
+  try:
+    with jax.set_mesh(mesh):
+      for step in range(first_step + 1, num_steps + 1):
+        state, metrics = step_fn(state, sharding.global_batch(next(batches), mesh, axis_rules))
+        if pending is not None:
+          report(*pending)
+        pending = (step, metrics)
+        preempted = preemption.reached()
+        if preempted or step == num_steps or step % config.checkpoint.every_steps == 0:
+          report(*pending)             # a checkpoint only ever holds a state whose step was finite
+          pending = None
+          checkpoint.save(manager, step, state, {"next_batch": step}, config, force=True)
+          if step == config.train.get("debug_kill_at_step", 0):   # tests: die hard right after a save
+            manager.wait_until_finished()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if preempted:
+          logging.warning("preempted: checkpoint saved at step %d, exiting", step)
+          break
       if pending is not None:
         report(*pending)
-      pending = (step, metrics)
-    if pending is not None:
-      report(*pending)
-  writer.close()
-  logging.info("trained %d steps in %.1fs", num_steps - first_step, time.time() - start)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    preemption.close()
+    writer.close()
+  logging.info("trained to step %d in %.1fs", int(state.step), time.time() - start)
   return state

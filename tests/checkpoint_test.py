@@ -1,0 +1,117 @@
+"""Checkpoints: exact resume after SIGKILL, SIGTERM, a corrupt newest checkpoint, another mesh, bad configs."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from avdit_jax import train
+from train_test import ROOT, load_config
+
+K = 4
+
+
+def _config(**train_fields):
+  config = load_config(arg="test")
+  config.checkpoint.every_steps = K
+  config.checkpoint.async_save = False
+  config.eval.tasks = ()
+  for key, value in train_fields.items():
+    config.train[key] = value
+  return config
+
+
+def _main(workdir, *overrides, wait=True):
+  cmd = [sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test", f"--workdir={workdir}",
+         f"--config.checkpoint.every_steps={K}", "--config.eval.tasks=()", *overrides]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  if wait:
+    _, err = proc.communicate(timeout=600)
+    return proc.returncode, err
+  return proc
+
+
+def _metrics(workdir):
+  return {row["step"]: row for row in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))}
+
+
+def _assert_same_tree(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+  reference = train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
+  killed = tmp_path / "killed"
+  rc, err = _main(killed, f"--config.train.num_steps={2 * K}", f"--config.train.debug_kill_at_step={K}")
+  assert rc == -signal.SIGKILL, err[-2000:]
+  assert max(_metrics(killed)) <= K
+  resumed = train.train_and_evaluate(_config(num_steps=2 * K), str(killed))
+  ref_rows, got_rows = _metrics(tmp_path / "ref"), _metrics(killed)
+  assert sorted(got_rows) == list(range(1, 2 * K + 1))
+  for step in range(K + 1, 2 * K + 1):
+    assert got_rows[step] == ref_rows[step], step             # every logged float, exactly
+  _assert_same_tree(reference.params, resumed.params)
+  _assert_same_tree(reference.opt_state, resumed.opt_state)
+  _assert_same_tree(reference.ema_params, resumed.ema_params)
+
+
+def test_sigterm_saves_at_the_step_it_stopped_and_exits_zero(tmp_path):
+  proc = _main(tmp_path, "--config.train.num_steps=100000", "--config.checkpoint.every_steps=100000", wait=False)
+  path = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < 3):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert saved and saved[-1] == max(_metrics(tmp_path)) and saved[-1] < 100000
+  state = train.train_and_evaluate(_config(num_steps=saved[-1] + 1), str(tmp_path))
+  assert int(state.step) == saved[-1] + 1                    # and it resumes from there
+
+
+def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog):
+  train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path))
+  first = _metrics(tmp_path)
+  state_dir = tmp_path / "checkpoints" / str(2 * K) / "state"
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      with open(os.path.join(root, name), "r+b") as f:
+        f.truncate(max(os.path.getsize(f.name) // 3, 0))
+  with caplog.at_level("WARNING"):
+    state = train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path))
+  assert any("skipping checkpoint" in r.getMessage() and f"/{2 * K}" in r.getMessage() for r in caplog.records)
+  assert int(state.step) == 2 * K
+  again = _metrics(tmp_path)
+  assert [again[s] for s in range(K + 1, 2 * K + 1)] == [first[s] for s in range(K + 1, 2 * K + 1)]
+
+
+def test_checkpoint_restores_onto_another_mesh(tmp_path):
+  config = _config(num_steps=K)
+  train.train_and_evaluate(config, str(tmp_path))
+  reference = train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
+  config = _config(num_steps=2 * K)
+  config.mesh.shape = (2, 2, 2)
+  state = train.train_and_evaluate(config, str(tmp_path))
+  kernel = state.params["block_0"]["mlp_in"]["kernel"]
+  assert kernel.sharding.shard_shape(kernel.shape) == (32, 128)          # laid out on the new mesh
+  ref, got = _metrics(tmp_path / "ref"), _metrics(tmp_path)
+  np.testing.assert_allclose([got[s]["loss"] for s in range(K + 1, 2 * K + 1)],
+                             [ref[s]["loss"] for s in range(K + 1, 2 * K + 1)], rtol=1e-5)
+
+
+def test_checkpoint_of_another_model_config_is_refused(tmp_path):
+  train.train_and_evaluate(_config(num_steps=K), str(tmp_path))
+  config = _config(num_steps=2 * K)
+  config.model.variant = "mini"
+  with pytest.raises(ValueError, match=r"checkpoint .*/4 was written with config.model = .*'variant': 'tiny'"):
+    train.train_and_evaluate(config, str(tmp_path))
+  shutil.rmtree(tmp_path)
