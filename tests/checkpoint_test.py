@@ -97,7 +97,7 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog)
 def test_checkpoint_restores_onto_another_mesh(tmp_path):
   config = _config(num_steps=K)
   train.train_and_evaluate(config, str(tmp_path))
-  reference = train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
+  train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
   config = _config(num_steps=2 * K)
   config.mesh.shape = (2, 2, 2)
   state = train.train_and_evaluate(config, str(tmp_path))
