@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import flax
@@ -23,7 +22,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from avdit_jax import checkpoint, factory, gaussian, monl, sharding
+from avdit_jax import checkpoint, data, factory, monl, sharding
 from avdit_jax import objective as objective_lib
 
 
@@ -89,33 +88,6 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, objective: o
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
              "strategy_sq": aux["strategy_sq"], "strategy_count": aux["strategy_count"]}
   return TrainState(state.step + 1, params, ema, opt_state), metrics
-
-
-# ============================================================================= data
-
-
-def synthetic_batches(config, start_step: int = 0) -> Iterator[dict]:
-  """Latents from the jointly Gaussian toy (data.kind = 'gaussian'): batch k is a function of
-  (data.seed, k), so any step's batch can be regenerated exactly on resume."""
-  c = config.data
-  toy = gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape), factory.frame_segments(config),
-                                  seed=c.seed)
-  draw = jax.jit(lambda k: toy.sample(jax.random.fold_in(jax.random.PRNGKey(c.seed), k), c.batch_size))
-  # Every process draws the same global batch and keeps its own rows: the run is the same whatever
-  # the number of processes.
-  rows = c.batch_size // jax.process_count()
-  mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
-  step = start_step
-  while True:
-    audio, video = draw(step)
-    yield {"audio": np.asarray(audio)[mine], "video": np.asarray(video)[mine]}
-    step += 1
-
-
-def input_batches(config, start_step: int = 0) -> Iterator[dict]:
-  if config.data.kind == "gaussian":
-    return synthetic_batches(config, start_step)
-  raise ValueError(f"data.kind: unknown {config.data.kind!r}; expected 'gaussian'.")
 
 
 # ============================================================================= loop
@@ -184,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   else:
     # Not under the mesh context: there flax would constrain DenseGeneral-style kernels mid-reshape.
     state = jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding)()
-    data_state = {"next_batch": 0}
+    data_state = None
   # ---------------------------------------------------------------- step
   batch_sharding = {"audio": sharding.batch_sharding(mesh, axis_rules, 3),
                     "video": sharding.batch_sharding(mesh, axis_rules, 5)}
@@ -200,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   num_steps = config.train.num_steps
   first_step = int(state.step)
   writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
-  batches = input_batches(config, data_state["next_batch"])
+  batches = data.input_stream(config, objective.segments, data_state)
   preemption = checkpoint.PreemptionFlag()
   pending = None                       # (step, metrics) dispatched but not yet read
   start, timed_from = time.time(), None
@@ -232,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         if preempted or step == num_steps or step % config.checkpoint.every_steps == 0:
           report(*pending)             # a checkpoint only ever holds a state whose step was finite
           pending = None
-          checkpoint.save(manager, step, state, {"next_batch": step}, config, force=True)
+          checkpoint.save(manager, step, state, batches.get_state(), config, force=True)
           if step == config.train.get("debug_kill_at_step", 0):   # tests: die hard right after a save
             manager.wait_until_finished()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -20,7 +20,10 @@ def get_config(arg: str = ""):
   c.num_segments = 4                      # N: time segments of the MoNL grid
 
   c.data = dict(
-      kind="gaussian",                    # synthetic latents with analytic conditionals
+      kind="gaussian",                    # 'gaussian': drawn on the fly; 'latents': files in data.dir
+      dir="",                             # a latent directory (avdit_jax/data.py), for kind='latents'
+      normalize=True,                     # per-channel statistics from the directory's metadata
+      num_workers=0,                      # grain worker processes (0: in the main process)
       audio_shape=(8, 2),                 # (Ta, Ca)
       video_shape=(4, 4, 4, 2),           # (Tv, H, W, Cv)
       batch_size=64,
