@@ -13,6 +13,7 @@ import signal
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -100,7 +101,7 @@ class PreemptionFlag:
     if jax.process_count() == 1:
       return self._raised
     from jax.experimental import multihost_utils
-    return bool(multihost_utils.process_allgather(jax.numpy.asarray(self._raised)).any())
+    return bool(np.asarray(multihost_utils.process_allgather(np.asarray(self._raised))).any())
 
   def close(self):
     signal.signal(signal.SIGTERM, self._previous)

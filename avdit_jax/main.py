@@ -6,6 +6,7 @@ r"""Entry point: train and evaluate from a config file.
 
 import os
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -15,6 +16,11 @@ config_flags.DEFINE_config_file("config", None, "Path to a config file, with an 
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for metrics, reports (and checkpoints).")
 flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize (TPU pods, SLURM and GKE are "
+                  "detected from the environment; elsewhere give the three flags below).")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --multiprocess.")
+flags.DEFINE_integer("num_processes", None, "Number of processes, for --multiprocess.")
+flags.DEFINE_integer("process_id", None, "This process's index, for --multiprocess.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -22,12 +28,16 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.multiprocess:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+                 jax.local_device_count(), jax.device_count())
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
   state = train.train_and_evaluate(config, workdir)
-  if config.data.kind == "gaussian" and config.eval.tasks:
+  if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
     model = train.factory.model(config)
-    params = state.ema_params if config.eval.use_ema else state.params
+    params = train.to_host(state.ema_params if config.eval.use_ema else state.params)
     results = evaluation.gaussian_task_errors(config, lambda a, v, t: model.apply({"params": params}, a, v, t))
     report = ("# Gaussian toy: squared error of the sample mean vs the exact conditional mean\n\n"
               + evaluation.markdown_table(results) + "\n")

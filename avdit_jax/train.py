@@ -121,8 +121,13 @@ class MetricsWriter:
       self._file.close()
 
 
+def to_host(tree):
+  """Replicated (possibly multi-process) arrays -> numpy, from this process's first replica."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+
 def _host_metrics(metrics: dict, lr: float) -> dict:
-  m = jax.device_get(metrics)
+  m = to_host(metrics)
   out = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(lr)}
   for i, name in enumerate(monl.STRATEGIES):
     if m["strategy_count"][i] > 0:
@@ -170,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
   # ---------------------------------------------------------------- loop
   num_steps = config.train.num_steps
-  first_step = int(state.step)
+  first_step = int(to_host(state.step))
   writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
   batches = data.input_stream(config, objective.segments, data_state)
   preemption = checkpoint.PreemptionFlag()
@@ -218,5 +223,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager.close()
     preemption.close()
     writer.close()
-  logging.info("trained to step %d in %.1fs", int(state.step), time.time() - start)
+  logging.info("trained to step %d in %.1fs", int(to_host(state.step)), time.time() - start)
   return state
