@@ -20,9 +20,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorboardX
 from absl import logging
 
 from avdit_jax import checkpoint, data, factory, monl, sharding
+from avdit_jax import model as avdit
 from avdit_jax import objective as objective_lib
 
 
@@ -93,14 +95,24 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, objective: o
 # ============================================================================= loop
 
 
+# Wall-clock fields of a metrics row; every other field is a function of the config and the step.
+TIMING_KEYS = ("steps_per_sec", "examples_per_sec", "tflops_per_device", "mfu")
+
+
+def deterministic(row: dict) -> dict:
+  """A metrics row without its wall-clock fields: what two runs of one config must agree on exactly."""
+  return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
 class MetricsWriter:
-  """One JSON object per logged step in workdir/metrics.jsonl; floats via repr, so they read back exact.
+  """Logged steps to workdir/metrics.jsonl (one JSON object per step; floats via repr, so they read back
+  exact) and to TensorBoard event files in workdir/tensorboard.
 
   On resume from step k, rows after k (written by the run that was interrupted) are dropped first.
   """
 
   def __init__(self, workdir: str, resume_step: int = 0):
-    self._file = None
+    self._file = self._tb = None
     if not workdir:
       return
     path = os.path.join(workdir, "metrics.jsonl")
@@ -110,15 +122,19 @@ class MetricsWriter:
       with open(path, "w") as f:
         f.writelines(keep)
     self._file = open(path, "a")
+    self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
   def write(self, step: int, values: dict):
     if self._file:
       self._file.write(json.dumps({"step": step, **values}) + "\n")
       self._file.flush()
+      for name, value in values.items():
+        self._tb.add_scalar(name, value, step)
 
   def close(self):
     if self._file:
       self._file.close()
+      self._tb.close()
 
 
 def to_host(tree):
@@ -180,6 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   batches = data.input_stream(config, objective.segments, data_state)
   preemption = checkpoint.PreemptionFlag()
   pending = None                       # (step, metrics) dispatched but not yet read
+  # Model FLOPs of a train step (forward + backward = 3 forward), for TFLOP/s and MFU.
+  step_flops = 3 * avdit.count_flops(avdit.layout_for(model, *shapes), model, config.data.batch_size)
   start, timed_from = time.time(), None
 
   def report(step, metrics):
@@ -191,12 +209,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if timed_from is None:             # the first step carries compilation: time from its end
       timed_from = (step, time.time())
     if step % config.train.log_every == 0 or step == num_steps:
-      writer.write(step, values)
       done, t0 = timed_from
-      rate = (step - done) / max(time.time() - t0, 1e-9) if step > done else float("nan")
+      if step > done:                  # throughput since compilation ended
+        rate = (step - done) / max(time.time() - t0, 1e-9)
+        flops_per_device = rate * step_flops / jax.device_count()
+        values.update({"steps_per_sec": rate, "examples_per_sec": rate * config.data.batch_size,
+                       "tflops_per_device": flops_per_device / 1e12})
+        if config.train.get("peak_flops_per_device", 0) > 0:
+          values["mfu"] = flops_per_device / config.train.peak_flops_per_device
+      writer.write(step, values)
+      rate = values.get("steps_per_sec", float("nan"))
       eta = (num_steps - step) / rate if rate == rate and rate > 0 else float("nan")
-      logging.info("step %d/%d loss %.5f grad_norm %.3f lr %.2e steps/s %.2f ETA %.0fs", step, num_steps,
-                   values["loss"], values["grad_norm"], values["lr"], rate, eta)
+      logging.info("step %d/%d loss %.5f grad_norm %.3f lr %.2e | %.2f steps/s %.1f ex/s %.3f TFLOP/s/device"
+                   "%s | ETA %s", step, num_steps, values["loss"], values["grad_norm"], values["lr"], rate,
+                   values.get("examples_per_sec", float("nan")), values.get("tflops_per_device", float("nan")),
+                   f" MFU {values['mfu']:.1%}" if "mfu" in values else "",
+                   time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?")
 
   try:
     with jax.set_mesh(mesh):

@@ -39,7 +39,9 @@ def _main(workdir, *overrides, wait=True):
 
 
 def _metrics(workdir):
-  return {row["step"]: row for row in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))}
+  """step -> the row's deterministic fields (wall-clock throughput differs between runs by nature)."""
+  rows = map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+  return {row["step"]: train.deterministic(row) for row in rows}
 
 
 def _assert_same_tree(a, b):

@@ -76,6 +76,11 @@ def test_per_strategy_losses_are_logged(tmp_path):
   assert {"loss", "grad_norm", "lr"} <= keys
   assert any(k.startswith("loss/") for k in keys)
   assert all(k[5:] in monl.STRATEGIES for k in keys if k.startswith("loss/"))
+  # Throughput is timed from the end of the first (compiling) step on; MFU needs a configured peak.
+  assert "steps_per_sec" not in rows[0] and rows[-1]["steps_per_sec"] > 0
+  assert rows[-1]["examples_per_sec"] == rows[-1]["steps_per_sec"] * config.data.batch_size
+  assert rows[-1]["tflops_per_device"] > 0 and "mfu" not in rows[-1]
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
 
 
 def test_bad_monl_config_raises_naming_the_field():
