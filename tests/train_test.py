@@ -99,3 +99,14 @@ def test_bad_monl_config_raises_naming_the_field():
   config.model.video_patch = (1, 3, 3)
   with pytest.raises(ValueError, match="not divisible by the patch 3x3"):
     factory.training_objective(config)
+
+
+def test_unknown_config_override_is_refused_by_name(tmp_path):
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test",
+                        f"--workdir={tmp_path}", "--config.train.num_stpes=3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert "num_stpes" in out.stderr and 'Did you mean "num_steps"' in out.stderr
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
