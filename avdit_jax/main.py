@@ -10,12 +10,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import evaluation, train
+from avdit_jax import evaluation, inference, train
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with an optional ':variant'.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for metrics, reports (and checkpoints).")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "sample"],
+                  "train (resumes from WORKDIR's checkpoints), or sample every config.eval.tasks task from "
+                  "WORKDIR's newest checkpoint into WORKDIR/samples.")
 flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize (TPU pods, SLURM and GKE are "
                   "detected from the environment; elsewhere give the three flags below).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --multiprocess.")
@@ -34,6 +36,9 @@ def main(argv):
                  jax.local_device_count(), jax.device_count())
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
+  if FLAGS.mode == "sample":
+    inference.sample_tasks(config, workdir)
+    return
   state = train.train_and_evaluate(config, workdir)
   if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
     model = train.factory.model(config)

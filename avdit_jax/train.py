@@ -7,6 +7,7 @@ it has just dispatched.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -151,34 +152,36 @@ def _host_metrics(metrics: dict, lr: float) -> dict:
   return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains for config.train.num_steps on the mesh of config.mesh and returns the final state."""
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
-  # ---------------------------------------------------------------- mesh
-  mesh = sharding.make_mesh(config)
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything a run derives from its config and mesh, before any state exists."""
+  mesh: jax.sharding.Mesh
+  axis_rules: tuple
+  model: nn.Module
+  objective: objective_lib.Objective
+  tx: optax.GradientTransformation
+  lr_fn: optax.Schedule
+  abstract_state: TrainState      # jax.ShapeDtypeStruct leaves carrying their shardings
+  state_sharding: TrainState
+  batch_sharding: dict
+  init_fn: Any                    # () -> TrainState, jitted onto state_sharding
+  step_fn: Any                    # (state, global batch) -> (state, metrics), jitted, state donated
+  step_flops: float               # analytic model FLOPs of one train step (3 x forward)
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
+  """Model, objective, optimizer, shardings and the jitted init and step for config (on config.mesh)."""
+  mesh = sharding.make_mesh(config) if mesh is None else mesh
   axis_rules = sharding.rules(config)
   sharding.check_divisible(config.data.batch_size, mesh, axis_rules)
-  # ---------------------------------------------------------------- model, objective, optimizer
   model = factory.model(config)
   objective = factory.training_objective(config)
   tx = make_optimizer(config)
-  lr_fn = learning_rate_schedule(config)
   shapes = (tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  # ---------------------------------------------------------------- sharded state, restored if possible
-  abstract = jax.eval_shape(lambda: boxed_state(config, model, tx, *shapes))
-  state_sharding = sharding.logical_shardings(abstract, mesh, axis_rules)
-  manager = checkpoint.make_manager(workdir, config)
-  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(abstract),
-                        state_sharding)
-  restored = checkpoint.restore_latest(manager, target, config)
-  if restored:
-    state, data_state, _ = restored
-  else:
-    # Not under the mesh context: there flax would constrain DenseGeneral-style kernels mid-reshape.
-    state = jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding)()
-    data_state = None
-  # ---------------------------------------------------------------- step
+  boxed = jax.eval_shape(lambda: boxed_state(config, model, tx, *shapes))
+  state_sharding = sharding.logical_shardings(boxed, mesh, axis_rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed),
+                          state_sharding)
   batch_sharding = {"audio": sharding.batch_sharding(mesh, axis_rules, 3),
                     "video": sharding.batch_sharding(mesh, axis_rules, 5)}
 
@@ -187,22 +190,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       return train_step(state, batch, model=model, objective=objective, tx=tx,
                         ema_decay=config.optim.ema_decay, seed=config.seed)
 
-  step_fn = jax.jit(step_under_rules, in_shardings=(state_sharding, batch_sharding),
-                    out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+  return Setup(
+      mesh=mesh, axis_rules=axis_rules, model=model, objective=objective, tx=tx,
+      lr_fn=learning_rate_schedule(config), abstract_state=abstract, state_sharding=state_sharding,
+      batch_sharding=batch_sharding,
+      init_fn=jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding),
+      step_fn=jax.jit(step_under_rules, in_shardings=(state_sharding, batch_sharding),
+                      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0),
+      step_flops=3 * avdit.count_flops(avdit.layout_for(model, *shapes), model, config.data.batch_size))
+
+
+def abstract_batch(config, setup: Setup) -> dict:
+  """The global batch as jax.ShapeDtypeStruct with its sharding (for ahead-of-time compilation)."""
+  b = config.data.batch_size
+  return {"audio": jax.ShapeDtypeStruct((b, *config.data.audio_shape), jnp.float32,
+                                        sharding=setup.batch_sharding["audio"]),
+          "video": jax.ShapeDtypeStruct((b, *config.data.video_shape), jnp.float32,
+                                        sharding=setup.batch_sharding["video"])}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains for config.train.num_steps on the mesh of config.mesh and returns the final state."""
+  if workdir:
+    os.makedirs(workdir, exist_ok=True)
+  setup = build(config)
+  # ---------------------------------------------------------------- state: restored, or initialised
+  manager = checkpoint.make_manager(workdir, config)
+  restored = checkpoint.restore_latest(manager, setup.abstract_state, config)
+  if restored:
+    state, data_state, _ = restored
+  else:
+    state, data_state = setup.init_fn(), None
   # ---------------------------------------------------------------- loop
   num_steps = config.train.num_steps
   first_step = int(to_host(state.step))
   writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
-  batches = data.input_stream(config, objective.segments, data_state)
+  batches = data.input_stream(config, setup.objective.segments, data_state)
   preemption = checkpoint.PreemptionFlag()
   pending = None                       # (step, metrics) dispatched but not yet read
-  # Model FLOPs of a train step (forward + backward = 3 forward), for TFLOP/s and MFU.
-  step_flops = 3 * avdit.count_flops(avdit.layout_for(model, *shapes), model, config.data.batch_size)
   start, timed_from = time.time(), None
 
   def report(step, metrics):
     nonlocal timed_from
-    values = _host_metrics(metrics, lr_fn(step - 1))
+    values = _host_metrics(metrics, setup.lr_fn(step - 1))
     if not np.isfinite(values["loss"]) or not np.isfinite(values["grad_norm"]):
       raise FloatingPointError(f"non-finite loss or gradient at step {step}: {values}; the last checkpoint "
                                f"({manager.latest_step()}) holds the last good state.")
@@ -212,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done, t0 = timed_from
       if step > done:                  # throughput since compilation ended
         rate = (step - done) / max(time.time() - t0, 1e-9)
-        flops_per_device = rate * step_flops / jax.device_count()
+        flops_per_device = rate * setup.step_flops / jax.device_count()
         values.update({"steps_per_sec": rate, "examples_per_sec": rate * config.data.batch_size,
                        "tflops_per_device": flops_per_device / 1e12})
         if config.train.get("peak_flops_per_device", 0) > 0:
@@ -227,9 +257,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?")
 
   try:
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(setup.mesh):
       for step in range(first_step + 1, num_steps + 1):
-        state, metrics = step_fn(state, sharding.global_batch(next(batches), mesh, axis_rules))
+        state, metrics = setup.step_fn(state, sharding.global_batch(next(batches), setup.mesh, setup.axis_rules))
         if pending is not None:
           report(*pending)
         pending = (step, metrics)

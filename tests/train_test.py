@@ -110,3 +110,22 @@ def test_unknown_config_override_is_refused_by_name(tmp_path):
   assert out.returncode != 0
   assert "num_stpes" in out.stderr and 'Did you mean "num_steps"' in out.stderr
   assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_sample_mode_writes_every_task_from_the_checkpoint(tmp_path):
+  import subprocess
+  import sys
+  base = [sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test", f"--workdir={tmp_path}"]
+  out = subprocess.run(base + ["--mode=sample"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and "no checkpoint in" in out.stderr and "train first" in out.stderr
+  assert subprocess.run(base, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+  out = subprocess.run(base + ["--mode=sample"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  config = load_config(arg="test")
+  for spec in config.eval.tasks:
+    z = np.load(tmp_path / "samples" / (spec.replace(":", "_") + ".npz"))
+    mask = factory.task(spec, config.num_segments)
+    np.testing.assert_array_equal(z["mask"], mask)
+    assert z["audio"].shape == (4, *config.data.audio_shape) and np.isfinite(z["video"]).all()
+    given_video = mask[monl.VIDEO][factory.frame_segments(config).video]           # per video frame
+    np.testing.assert_array_equal(z["video"][:, given_video], z["given_video"][:, given_video])

@@ -7,10 +7,17 @@ Prints:
   * matmul peak: a large jitted f32 matmul, the machine's reference FLOP/s;
   * train step: model FLOP/s (analytic, 3x forward) over that peak;
   * modulation: train step time with per-(modality, segment) adaLN over one timestep per example;
-  * sampling: N reverse steps over N forward passes, for the Python-loop and fori_loop forms.
+  * sampling: N reverse steps over N forward passes, for the Python-loop and fori_loop forms;
+  * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
+  * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
+    step's memory analysis (in a subprocess that sees 8 host devices).
 Each timing is the best of --repeats after a warm-up call, so compilation is left out.
 """
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -20,16 +27,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from avdit_jax import diffusion, monl, objective
+from avdit_jax import data, diffusion, monl, objective, train
 from avdit_jax import model as avdit
 from avdit_jax import sample as sampling
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("variant", "S", "Model variant.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("segments", 4, "N time segments.")
 flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
-flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling"], "Which measurements to run.")
+flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory"],
+                  "Which measurements to run.")
 FLAGS = flags.FLAGS
 
 AUDIO_SHAPE = (64, 8)          # 64 audio tokens at audio_patch 1
@@ -50,7 +60,7 @@ def matmul_peak(repeats):
   n = 2048
   a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  return 2 * n**3 / best_time(f, a, repeats=repeats)
+  return 2 * n**3 / best_time(f, a, repeats=max(repeats, 10))   # short calls: take the best of many
 
 
 def make_train_step(net, batch):
@@ -77,7 +87,38 @@ def make_train_step(net, batch):
   return step, (params, opt_state), (audio, video), segs
 
 
+def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
+  """configs/quickstart.py at the benchmark's shapes."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("quickstart", os.path.join(ROOT, "configs", "quickstart.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.num_segments = segments
+  config.model.variant, config.model.audio_patch, config.model.video_patch = variant, 1, (1, 2, 2)
+  config.data.audio_shape, config.data.video_shape, config.data.batch_size = AUDIO_SHAPE, VIDEO_SHAPE, batch
+  config.mesh.shape = mesh_shape
+  return config
+
+
+def state_memory_per_device(config, mesh=None) -> int:
+  """Argument bytes per device of the compiled, sharded train step, minus the batch's."""
+  setup = train.build(config, mesh)
+  batch = train.abstract_batch(config, setup)
+  compiled = setup.step_fn.lower(setup.abstract_state, batch).compile()
+  batch_bytes = sum(x.sharding.shard_shape(x.shape)[0] * int(np.prod(x.shape[1:])) * 4 for x in batch.values())
+  return compiled.memory_analysis().argument_size_in_bytes - batch_bytes
+
+
 def main(_):
+  if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
+    fsdp = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, -1, 1)))
+    one_device = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
+                               axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    one = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, 1, 1)), one_device)
+    print(f"MEMORY {one} {fsdp}")
+    return
+
   kw = dict(num_segments=FLAGS.segments, audio_patch=1, video_patch=(1, 2, 2))
   net = avdit.make_model(FLAGS.variant, **kw)
   layout = avdit.layout_for(net, AUDIO_SHAPE, VIDEO_SHAPE)
@@ -116,6 +157,36 @@ def main(_):
       rows.append((f"sampling {n} steps, {loop} loop", f"{t_run * 1e3:.0f} ms vs {n} x {t_fwd * 1e3:.0f} ms",
                    f"{t_run / (n * t_fwd):.3f}x of {n} forward passes"))
     rows.append(("sampling default loop on this backend", sampling.default_loop(), ""))
+
+  if "input" in FLAGS.only:
+    config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
+    if "train" not in FLAGS.only and "modulation" not in FLAGS.only:
+      step, state, _, _ = make_train_step(net, FLAGS.batch)
+      t_seg = best_time(step, *state, repeats=FLAGS.repeats)
+    consumed = FLAGS.batch / t_seg
+    with tempfile.TemporaryDirectory() as directory:
+      config.data.kind, config.data.dir = "latents", directory
+      data.write_synthetic_latents(config, directory, 256, num_shards=4)
+      for workers in (0, 2):
+        config.data.num_workers = workers
+        it = iter(data.latent_dataset(config))
+        next(it)                                   # start-up (and worker launch) left out
+        n = 64
+        t0 = time.perf_counter()
+        for _ in range(n):
+          next(it)
+        rate = n * FLAGS.batch / (time.perf_counter() - t0)
+        rows.append((f"input pipeline, {workers} workers", f"{rate:.0f} ex/s vs step {consumed:.1f} ex/s",
+                     f"{rate / consumed:.0f}x what the step consumes"))
+
+  if "memory" in FLAGS.only:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--only=memory_inner",
+                          f"--variant={FLAGS.variant}", f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    one, fsdp = map(int, out.split("MEMORY")[1].split())
+    rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
+                 f"{fsdp / one:.3f}x"))
 
   width = max(len(r[0]) for r in rows)
   for name, value, ratio in rows:
