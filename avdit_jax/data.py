@@ -26,6 +26,8 @@ import numpy as np
 from array_record.python import array_record_module
 from flax import serialization
 
+from avdit_jax import factory
+
 FORMAT = "avdit_latents/v1"
 METADATA = "metadata.json"
 
@@ -228,9 +230,8 @@ class SyntheticStream:
   """
 
   def __init__(self, config, segments, state: dict | None = None):
-    from avdit_jax import gaussian   # the toy is only needed for this stream
     c = config.data
-    toy = gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape), segments, seed=c.seed)
+    toy = factory.gaussian_toy(config, segments)
     self._draw = jax.jit(lambda k: toy.sample(jax.random.fold_in(jax.random.PRNGKey(c.seed), k), c.batch_size))
     rows = c.batch_size // jax.process_count()
     self._mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
@@ -277,10 +278,8 @@ def input_stream(config, segments, state: dict | None = None):
 
 def write_synthetic_latents(config, directory: str, num_clips: int, *, num_shards: int = 2, seed: int = 0) -> Metadata:
   """Writes `num_clips` Gaussian-toy clips of config.data's shapes in the latent format (no media needed)."""
-  from avdit_jax import factory, gaussian
   c = config.data
-  toy = gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape), factory.frame_segments(config),
-                                  seed=c.seed)
+  toy = factory.gaussian_toy(config)
   audio, video = jax.device_get(toy.sample(jax.random.PRNGKey(seed), num_clips))
   writer = LatentWriter(directory, c.audio_shape, c.video_shape, config.num_segments, num_shards=num_shards,
                         tokenizer={"name": "gaussian_toy", "seed": c.seed})

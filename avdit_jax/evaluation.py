@@ -13,15 +13,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avdit_jax import factory, gaussian
+from avdit_jax import factory
 from avdit_jax import sample as sampling
 
 
 def gaussian_task_errors(config: ml_collections.ConfigDict, denoise, tasks=None) -> dict:
   """{task: {'model': err, 'prior_mean': err, 'exact_denoiser': err}}: mean squared error per element."""
-  c = config.data
-  toy = gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape), factory.frame_segments(config),
-                                  seed=c.seed)
+  toy = factory.gaussian_toy(config)
   sampler = factory.sampler(config)
   runners = {"model": sampling.make_sampler(denoise, sampler),
              "exact_denoiser": sampling.make_sampler(toy.denoiser(sampler.schedule.alpha_bar, sampler.prediction),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from avdit_jax import diffusion, monl, objective
+from avdit_jax import diffusion, gaussian, monl, objective
 from avdit_jax import model as avdit
 from avdit_jax import sample as sampling
 
@@ -38,6 +38,13 @@ def frame_segments(config: ml_collections.ConfigDict) -> monl.FrameSegments:
   avdit.layout_for(model(config), config.data.audio_shape, config.data.video_shape)  # checks shapes
   return monl.frame_segments(ta, config.model.audio_patch, tv, config.model.video_patch[0],
                              config.num_segments)
+
+
+def gaussian_toy(config: ml_collections.ConfigDict, segments: monl.FrameSegments | None = None) -> gaussian.GaussianAV:
+  """The jointly Gaussian toy of config.data's shapes (data.kind = 'gaussian'), seeded by data.seed."""
+  c = config.data
+  return gaussian.coupled_gaussian(tuple(c.audio_shape), tuple(c.video_shape),
+                                   frame_segments(config) if segments is None else segments, seed=c.seed)
 
 
 def schedule(config: ml_collections.ConfigDict) -> diffusion.Schedule:

@@ -292,7 +292,8 @@ def sample_timesteps(rng: jax.Array, batch_size: int, num_segments: int, num_tim
       "per_segment_modality": (False, False),
   }
   candidates = []
-  for name, (over_m, over_n) in patterns.items():
+  for name in STRATEGIES[:cond_index]:    # candidates in STRATEGIES order: `strategy` indexes them
+    over_m, over_n = patterns[name]
     t_s = shared(level, over_m, over_n)
     if name != "vanilla":
       is_clean = shared(clean, over_m, over_n)

@@ -6,9 +6,10 @@ the dropped given portions to t = T (pure noise), and both passes run as one bat
 
   out = out_cond + w * (out_cond - out_uncond)      (w = 0: plain conditional sampling)
 
-The loop runs either as a Python loop over one ahead-of-time compiled step ('python': fastest on
-CPU, measured by tools/benchmark.py) or as `lax.fori_loop` inside one jit ('fori': one program, the
-usual winner on TPU/GPU). 'auto' picks by backend.
+The loop runs either as a Python loop over one compiled step ('python') or as `lax.fori_loop` inside
+one jit ('fori': one program, the usual winner on TPU/GPU). On this CPU the two are within run-to-run
+noise of each other (tools/benchmark.py; WORKSPACE.md); 'auto' picks 'python' on CPU and 'fori'
+elsewhere.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdit_jax import evaluation, factory, gaussian, monl, objective, train
+from avdit_jax import evaluation, factory, monl, objective, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,8 +24,7 @@ def load_config(name="quickstart", arg=""):
 def test_loss_is_lowest_for_the_exact_denoiser_and_ignores_clean_portions():
   config = load_config()
   obj = factory.training_objective(config)
-  toy = gaussian.coupled_gaussian(tuple(config.data.audio_shape), tuple(config.data.video_shape),
-                                  obj.segments, seed=config.data.seed)
+  toy = factory.gaussian_toy(config)
   a, v = toy.sample(jax.random.PRNGKey(0), 256)
   exact = toy.denoiser(obj.schedule.alpha_bar, obj.prediction)
   zero = lambda za, zv, t: (jnp.zeros_like(za), jnp.zeros_like(zv))

@@ -25,9 +25,8 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from avdit_jax import data, diffusion, monl, objective, train
+from avdit_jax import data, factory, monl, sharding, train
 from avdit_jax import model as avdit
 from avdit_jax import sample as sampling
 
@@ -46,7 +45,7 @@ AUDIO_SHAPE = (64, 8)          # 64 audio tokens at audio_patch 1
 VIDEO_SHAPE = (4, 16, 16, 4)   # 4 x 8 x 8 = 256 video tokens at video_patch (1, 2, 2)
 
 
-def best_time(fn, *args, repeats):
+def best_time(fn, *args, repeats):  # fn(*args) -> arrays to wait on
   jax.block_until_ready(fn(*args))   # warm-up (and compile)
   times = []
   for _ in range(repeats):
@@ -63,28 +62,25 @@ def matmul_peak(repeats):
   return 2 * n**3 / best_time(f, a, repeats=max(repeats, 10))   # short calls: take the best of many
 
 
-def make_train_step(net, batch):
-  segs = monl.frame_segments(AUDIO_SHAPE[0], net.audio_patch, VIDEO_SHAPE[0], net.video_patch[0], net.num_segments)
-  obj = objective.make_objective(schedule=diffusion.make_schedule("cosine"), segments=segs,
-                                 weights=dict(vanilla=1, per_modality=1, per_segment=1, per_segment_modality=1),
-                                 prediction="v")
-  tx = optax.adamw(1e-4)
+def real_train_step(config):
+  """The training system's own sharded step (train.build) on a fixed batch, threading its donated state.
+
+  Returns (step() -> metrics, setup, holder) where holder[0] is the current state.
+  """
+  setup = train.build(config)
   rng = np.random.default_rng(0)
-  audio = jnp.asarray(rng.normal(size=(batch, *AUDIO_SHAPE)), jnp.float32)
-  video = jnp.asarray(rng.normal(size=(batch, *VIDEO_SHAPE)), jnp.float32)
-  t = jnp.zeros((1, 2, net.num_segments), jnp.int32)
-  params = jax.jit(net.init)(jax.random.PRNGKey(0), audio[:1], video[:1], t)
-  opt_state = jax.jit(tx.init)(params)
+  b = config.data.batch_size
+  batch = sharding.global_batch({"audio": rng.normal(size=(b, *AUDIO_SHAPE)).astype(np.float32),
+                                 "video": rng.normal(size=(b, *VIDEO_SHAPE)).astype(np.float32)},
+                                setup.mesh, setup.axis_rules)
+  holder = [setup.init_fn()]
 
-  @jax.jit
-  def step(params, opt_state):
-    def loss(p):
-      return objective.loss_fn(obj, lambda a, v, tt: net.apply(p, a, v, tt), audio, video, jax.random.PRNGKey(0))[0]
-    grads = jax.grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+  def step():
+    with jax.set_mesh(setup.mesh):
+      holder[0], metrics = setup.step_fn(holder[0], batch)
+    return metrics
 
-  return step, (params, opt_state), (audio, video), segs
+  return step, setup, holder
 
 
 def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
@@ -119,8 +115,9 @@ def main(_):
     print(f"MEMORY {one} {fsdp}")
     return
 
-  kw = dict(num_segments=FLAGS.segments, audio_patch=1, video_patch=(1, 2, 2))
-  net = avdit.make_model(FLAGS.variant, **kw)
+  config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
+  step, setup, holder = real_train_step(config)
+  net = setup.model
   layout = avdit.layout_for(net, AUDIO_SHAPE, VIDEO_SHAPE)
   tokens = layout.num_audio_tokens + layout.num_video_tokens
   print(f"devices: {jax.devices()}  variant {FLAGS.variant}, {tokens} tokens, batch {FLAGS.batch}")
@@ -130,39 +127,39 @@ def main(_):
     peak = matmul_peak(FLAGS.repeats)
     rows.append(("matmul peak (f32 2048^2)", f"{peak / 1e9:.1f} GFLOP/s", ""))
 
-  if "train" in FLAGS.only or "modulation" in FLAGS.only:
-    step, state, _, _ = make_train_step(net, FLAGS.batch)
-    t_seg = best_time(step, *state, repeats=FLAGS.repeats)
-    flops = 3 * avdit.count_flops(layout, net, FLAGS.batch)
-    if "train" in FLAGS.only:
-      rows.append(("train step", f"{t_seg * 1e3:.0f} ms, {flops / t_seg / 1e9:.1f} GFLOP/s",
-                   f"{flops / t_seg / peak:.2f} of matmul peak"))
-    if "modulation" in FLAGS.only:
-      step_ex, state_ex, _, _ = make_train_step(avdit.make_model(FLAGS.variant, modulation="example", **kw), FLAGS.batch)
-      t_ex = best_time(step_ex, *state_ex, repeats=FLAGS.repeats)
-      rows.append(("per-cell adaLN / per-example adaLN", f"{t_seg * 1e3:.0f} / {t_ex * 1e3:.0f} ms",
-                   f"{t_seg / t_ex:.3f}x"))
+  t_seg = None
+  if {"train", "modulation", "input"} & set(FLAGS.only):
+    t_seg = best_time(step, repeats=FLAGS.repeats)
+  if "train" in FLAGS.only:
+    flops = setup.step_flops
+    rows.append(("train step", f"{t_seg * 1e3:.0f} ms, {flops / t_seg / 1e9:.1f} GFLOP/s",
+                 f"{flops / t_seg / peak:.2f} of matmul peak"))
+  if "modulation" in FLAGS.only:
+    per_example = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
+    per_example.model.modulation = "example"
+    t_ex = best_time(real_train_step(per_example)[0], repeats=FLAGS.repeats)
+    rows.append(("per-cell adaLN / per-example adaLN", f"{t_seg * 1e3:.0f} / {t_ex * 1e3:.0f} ms",
+                 f"{t_seg / t_ex:.3f}x"))
 
   if "sampling" in FLAGS.only:
-    _, (params, _), (audio, video), segs = make_train_step(net, FLAGS.batch)
+    params = train.to_host(holder[0].params)
+    rng = np.random.default_rng(1)
+    audio = jnp.asarray(rng.normal(size=(FLAGS.batch, *AUDIO_SHAPE)), jnp.float32)
+    video = jnp.asarray(rng.normal(size=(FLAGS.batch, *VIDEO_SHAPE)), jnp.float32)
     t_grid = jnp.full((FLAGS.batch, 2, FLAGS.segments), 500, jnp.int32)
-    forward = jax.jit(net.apply)
+    forward = jax.jit(lambda p, a, v, t: net.apply({"params": p}, a, v, t))
     t_fwd = best_time(forward, params, audio, video, t_grid, repeats=FLAGS.repeats)
     n = FLAGS.sample_steps
     for loop in ("python", "fori"):
-      config = sampling.SamplerConfig(diffusion.make_schedule("cosine"), segs, num_steps=n, prediction="v", loop=loop)
-      run = sampling.make_sampler(lambda a, v, t: net.apply(params, a, v, t), config)
-      cond = sampling.make_condition(config, monl.a2v(FLAGS.segments), audio, video)
+      sampler = factory.sampler(config, num_steps=n, loop=loop)
+      run = sampling.make_sampler(lambda a, v, t: net.apply({"params": params}, a, v, t), sampler)
+      cond = sampling.make_condition(sampler, monl.a2v(FLAGS.segments), audio, video)
       t_run = best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
       rows.append((f"sampling {n} steps, {loop} loop", f"{t_run * 1e3:.0f} ms vs {n} x {t_fwd * 1e3:.0f} ms",
                    f"{t_run / (n * t_fwd):.3f}x of {n} forward passes"))
     rows.append(("sampling default loop on this backend", sampling.default_loop(), ""))
 
   if "input" in FLAGS.only:
-    config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
-    if "train" not in FLAGS.only and "modulation" not in FLAGS.only:
-      step, state, _, _ = make_train_step(net, FLAGS.batch)
-      t_seg = best_time(step, *state, repeats=FLAGS.repeats)
     consumed = FLAGS.batch / t_seg
     with tempfile.TemporaryDirectory() as directory:
       config.data.kind, config.data.dir = "latents", directory
