@@ -10,7 +10,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import evaluation, inference, train
+from avdit_jax import evaluation, factory, inference, train
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with an optional ':variant'.",
                                 lock_config=True)
@@ -41,7 +41,7 @@ def main(argv):
     return
   state = train.train_and_evaluate(config, workdir)
   if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
-    model = train.factory.model(config)
+    model = factory.model(config)
     params = train.to_host(state.ema_params if config.eval.use_ema else state.params)
     results = evaluation.gaussian_task_errors(config, lambda a, v, t: model.apply({"params": params}, a, v, t))
     report = ("# Gaussian toy: squared error of the sample mean vs the exact conditional mean\n\n"

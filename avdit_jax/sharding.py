@@ -98,7 +98,6 @@ def check_divisible(global_batch: int, mesh: Mesh, axis_rules) -> None:
                      f"mesh {dict(mesh.shape)}.")
 
 
-def global_batch(local: dict, mesh: Mesh, axis_rules) -> dict:
-  """This process's rows of the batch -> global arrays sharded over the mesh's batch axes."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, axis_rules, np.ndim(v)), np.asarray(v))
-          for k, v in local.items()}
+def global_batch(local: dict, shardings: dict) -> dict:
+  """This process's rows of the batch -> global arrays with the given shardings (train.Setup.batch_sharding)."""
+  return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}

@@ -259,7 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   try:
     with jax.set_mesh(setup.mesh):
       for step in range(first_step + 1, num_steps + 1):
-        state, metrics = setup.step_fn(state, sharding.global_batch(next(batches), setup.mesh, setup.axis_rules))
+        state, metrics = setup.step_fn(state, sharding.global_batch(next(batches), setup.batch_sharding))
         if pending is not None:
           report(*pending)
         pending = (step, metrics)

@@ -72,7 +72,7 @@ def real_train_step(config):
   b = config.data.batch_size
   batch = sharding.global_batch({"audio": rng.normal(size=(b, *AUDIO_SHAPE)).astype(np.float32),
                                  "video": rng.normal(size=(b, *VIDEO_SHAPE)).astype(np.float32)},
-                                setup.mesh, setup.axis_rules)
+                                setup.batch_sharding)
   holder = [setup.init_fn()]
 
   def step():
