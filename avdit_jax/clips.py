@@ -1,0 +1,67 @@
+"""The time grid of an audio-video clip, shared by the data sets, the tokenizers and the latents.
+
+The video tokenizer is causal: latent frame 0 codes frame 0 alone, latent frame k >= 1 codes frames
+(k-1)r+1 .. kr (r = temporal ratio, e.g. 17 frames -> 5 latents at r = 4). Frame f spans
+[f, f+1) / fps, so latent k >= 1 spans [(k-1)r+1, kr+1) / fps and latent 0 only [0, 1) / fps.
+
+The audio of a clip therefore starts (r-1)/fps seconds before the first frame (the "lead"; silence when
+the source has nothing there): then every latent video frame spans exactly r/fps seconds of audio, and
+cutting both latent sequences into N equal segments puts the same seconds in segment n of either
+modality. For 17 frames at 8 fps: audio 2.5 s, five segments of 0.5 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+  num_frames: int = 17
+  frame_rate: float = 8.0
+  height: int = 128
+  width: int = 128
+  sample_rate: int = 16000
+  temporal_ratio: int = 4         # the video tokenizer's temporal downsampling
+
+  def __post_init__(self):
+    if self.num_frames < 1 or (self.num_frames - 1) % self.temporal_ratio:
+      raise ValueError(f"clip: num_frames {self.num_frames} must be 1 + a multiple of the temporal ratio "
+                       f"{self.temporal_ratio} (e.g. 17 at ratio 4), so the causal video tokenizer can code it.")
+    if self.frame_rate <= 0 or self.sample_rate <= 0:
+      raise ValueError(f"clip: frame_rate {self.frame_rate} and sample_rate {self.sample_rate} must be positive.")
+    per_latent = self.sample_rate * self.temporal_ratio / self.frame_rate
+    if abs(per_latent - round(per_latent)) > 1e-9:
+      raise ValueError(f"clip: sample_rate * temporal_ratio / frame_rate = {per_latent} audio samples per latent "
+                       "video frame must be an integer.")
+
+  @property
+  def latent_frames(self) -> int:
+    return 1 + (self.num_frames - 1) // self.temporal_ratio
+
+  @property
+  def samples_per_latent_frame(self) -> int:
+    return round(self.sample_rate * self.temporal_ratio / self.frame_rate)
+
+  @property
+  def audio_samples(self) -> int:
+    return self.latent_frames * self.samples_per_latent_frame
+
+  @property
+  def audio_lead(self) -> float:
+    """Seconds of audio before the first frame."""
+    return (self.temporal_ratio - 1) / self.frame_rate
+
+  @property
+  def lead_samples(self) -> int:
+    return self.audio_samples - round(self.num_frames / self.frame_rate * self.sample_rate)
+
+  @property
+  def video_seconds(self) -> float:
+    return self.num_frames / self.frame_rate
+
+  @classmethod
+  def from_config(cls, c) -> "ClipSpec":
+    """From a config section with these field names (e.g. config.clip)."""
+    return cls(**{f.name: (tuple(c[f.name]) if isinstance(c[f.name], list) else c[f.name])
+                  for f in dataclasses.fields(cls) if f.name in c})

@@ -1,0 +1,123 @@
+"""Synthetic audio-video clips with ground truth: coloured balls under gravity, and every bounce sounds.
+
+Each sounding ball has a colour from PALETTE; when it hits a wall, floor or ceiling it makes a decaying
+tone at the pitch of its colour (PITCHES). Grey distractor balls drift without gravity and make no sound;
+optional background noise. A clip is a pure function of (spec, seed, index), and keeps its ground
+truth (colours, pitches, trajectories, collision times) so that evaluation can measure sync and
+identity exactly. Audio covers the clip's time grid (avdit_jax/clips.py), lead included.
+
+Pure numpy: the tfds builder (avdit_jax/datasets.py) wraps it, and tests call it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from avdit_jax import clips
+
+# Colour i sounds at pitch i: well apart in pitch (a minor third and more) and in hue.
+PALETTE = np.array([[230, 60, 50], [60, 200, 70], [60, 110, 240], [240, 210, 50], [220, 70, 220], [60, 210, 220]],
+                   np.uint8)
+PITCHES = np.array([330.0, 440.0, 587.3, 784.0, 1046.5, 1396.9], np.float32)
+DISTRACTOR_COLOUR = np.array([150, 150, 150], np.uint8)
+BACKGROUND = np.array([24, 24, 32], np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  clip: clips.ClipSpec = clips.ClipSpec()
+  num_objects: int = 2            # sounding balls (distinct colours)
+  num_distractors: int = 0        # silent grey balls
+  radius: float = 0.09            # ball radius, fraction of the frame height
+  gravity: float = 6.0            # frame heights / s^2
+  max_speed: float = 1.2          # initial speed bound, frame heights / s
+  tone_decay: float = 0.06        # seconds, e-folding time of a bounce's tone
+  background_noise: float = 0.0   # std of white noise added to the audio
+  physics_dt: float = 5e-4        # seconds per simulation step (collision times are interpolated)
+
+  def __post_init__(self):
+    if not 1 <= self.num_objects <= len(PALETTE):
+      raise ValueError(f"scene: num_objects {self.num_objects} must be in [1, {len(PALETTE)}] (one colour each).")
+    if not 0 < self.radius < 0.5:
+      raise ValueError(f"scene: radius {self.radius} must be in (0, 0.5).")
+
+
+def _simulate(rng, n: int, times: np.ndarray, radius, gravity: float, max_speed: float):
+  """Balls in the unit square (y, x) bouncing elastically off the walls; `radius` (y, x) in its units.
+  Returns positions [n, len(times), 2] and collisions as (time, ball) sorted by time."""
+  lo, hi = np.asarray(radius), 1.0 - np.asarray(radius)
+  pos = rng.uniform(lo, hi, size=(n, 2))
+  vel = rng.uniform(-max_speed, max_speed, size=(n, 2))
+  dt = times[1] - times[0]
+  out = np.empty((n, len(times), 2))
+  events = []
+  for i, t in enumerate(times):
+    out[:, i] = pos
+    vel[:, 0] += gravity * dt
+    new = pos + vel * dt
+    for axis in (0, 1):
+      for wall, below in ((lo[axis], True), (hi[axis], False)):
+        hit = (new[:, axis] < wall) if below else (new[:, axis] > wall)
+        for b in np.flatnonzero(hit):
+          frac = (wall - pos[b, axis]) / (new[b, axis] - pos[b, axis])     # crossing point within the step
+          events.append((t + frac * dt, b))
+          new[b, axis] = 2 * wall - new[b, axis]
+          vel[b, axis] = -vel[b, axis]
+    pos = new
+  events.sort()
+  return out, events
+
+
+def _render(spec: clips.ClipSpec, centres, colours, radius: float) -> np.ndarray:
+  """Anti-aliased discs over the background: uint8 [T, H, W, 3]. centres [K, T, 2] in unit square."""
+  h, w = spec.height, spec.width
+  ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+  frames = np.broadcast_to(BACKGROUND.astype(np.float32), (spec.num_frames, h, w, 3)).copy()
+  for k in range(centres.shape[0]):
+    cy, cx = centres[k, :, 0][:, None, None] * h, centres[k, :, 1][:, None, None] * w
+    dist = np.sqrt((ys - cy) ** 2 + (xs - cx) ** 2)                             # pixels
+    alpha = np.clip(radius * h - dist + 0.5, 0.0, 1.0)[..., None]
+    frames = frames * (1 - alpha) + alpha * colours[k].astype(np.float32)
+  return np.round(frames).astype(np.uint8)
+
+
+def make_clip(scene: Scene, seed: int, index: int) -> dict:
+  """One clip: 'video' uint8 [T, H, W, 3], 'audio' float32 [S] in [-1, 1], and its ground truth."""
+  spec = scene.clip
+  rng = np.random.default_rng([seed, index])
+  start = -spec.audio_lead
+  stop = spec.audio_samples / spec.sample_rate + start
+  times = np.arange(start, stop, scene.physics_dt)
+  colour_ids = rng.choice(len(PALETTE), size=scene.num_objects, replace=False).astype(np.int32)
+  radius = (scene.radius, scene.radius * spec.height / spec.width)
+  paths, events = _simulate(rng, scene.num_objects, times, radius, scene.gravity, scene.max_speed)
+  frame_times = np.arange(spec.num_frames) / spec.frame_rate
+  at_frames = ((frame_times - start) / scene.physics_dt).round().astype(int)
+  centres = paths[:, at_frames]
+  colours = PALETTE[colour_ids]
+  if scene.num_distractors:
+    d_paths, _ = _simulate(rng, scene.num_distractors, times, radius, 0.0, scene.max_speed)
+    centres = np.concatenate([d_paths[:, at_frames], centres])    # distractors drawn first, behind
+    colours = np.concatenate([np.repeat(DISTRACTOR_COLOUR[None], scene.num_distractors, 0), colours])
+  video = _render(spec, centres, colours, scene.radius)
+  # Audio: a decaying tone per bounce, at the pitch of the ball's colour.
+  t_audio = start + np.arange(spec.audio_samples) / spec.sample_rate
+  audio = np.zeros(spec.audio_samples)
+  for when, ball in events:
+    dt = t_audio - when
+    on = dt >= 0
+    audio[on] += 0.5 * np.exp(-dt[on] / scene.tone_decay) * np.sin(2 * np.pi * PITCHES[colour_ids[ball]] * dt[on])
+  if scene.background_noise:
+    audio += rng.normal(0.0, scene.background_noise, size=audio.shape)
+  audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+  return {
+      "video": video,
+      "audio": audio,
+      "colour_ids": colour_ids,
+      "pitches": PITCHES[colour_ids],
+      "trajectories": (paths[:, at_frames] * np.array([spec.height, spec.width])).astype(np.float32),  # pixels
+      "collision_times": np.array([e[0] for e in events], np.float32).reshape(-1),   # s from the first frame
+      "collision_objects": np.array([e[1] for e in events], np.int32).reshape(-1),
+  }

@@ -1,0 +1,121 @@
+"""Data sets: the synthetic clips and their ground truth, media files in and out, the tfds builders."""
+
+import os
+
+import numpy as np
+import pytest
+
+from avdit_jax import clips, datasets, media, synthetic_av
+
+SMALL = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
+
+
+def test_clip_grid_puts_the_same_seconds_in_each_segment():
+  spec = clips.ClipSpec()                                     # 17 frames at 8 fps, 16 kHz, ratio 4
+  assert (spec.latent_frames, spec.audio_samples, spec.lead_samples) == (5, 40000, 6000)
+  # Latent video frame k >= 1 holds frames 4k-3..4k = [(4k-3)/8, (4k+1)/8) s; audio segment k of 5 equal
+  # ones, counted from the lead, spans the same seconds.
+  for k in range(1, 5):
+    audio_start = -spec.audio_lead + k * spec.audio_samples / 5 / spec.sample_rate
+    assert audio_start == pytest.approx((4 * k - 3) / 8)
+  with pytest.raises(ValueError, match="num_frames 16"):
+    clips.ClipSpec(num_frames=16)
+
+
+def test_synthetic_clip_is_deterministic_and_its_ground_truth_matches_the_media():
+  scene = synthetic_av.Scene(clip=SMALL, radius=0.12)
+  a, b, other = (synthetic_av.make_clip(scene, 0, 1), synthetic_av.make_clip(scene, 0, 1),
+                 synthetic_av.make_clip(scene, 0, 2))
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+  assert not np.array_equal(a["video"], other["video"])
+  # Each ball's pixel at its trajectory point has its palette colour (drawn last = on top: check the last ball).
+  y, x = a["trajectories"][-1, 0].astype(int)
+  np.testing.assert_allclose(a["video"][0, y, x], synthetic_av.PALETTE[a["colour_ids"][-1]], atol=2)
+  # A tone starts at every collision: the audio is silent just before the first one and loud just after.
+  first = a["collision_times"][0]
+  at = int(round((first + SMALL.audio_lead) * SMALL.sample_rate))
+  assert a["collision_times"].size > 0
+  assert np.abs(a["audio"][max(at - 40, 0):at - 2]).max() < 1e-6 < np.abs(a["audio"][at:at + 40]).max()
+  # The strongest frequency right after the bounce is that ball's pitch.
+  window = a["audio"][at + 2:at + 2 + 512]
+  freqs = np.fft.rfftfreq(512, 1 / SMALL.sample_rate)
+  peak = freqs[np.argmax(np.abs(np.fft.rfft(window * np.hanning(512))))]
+  assert abs(peak - a["pitches"][a["collision_objects"][0]]) < 2 * SMALL.sample_rate / 512
+
+
+def test_tiny_synthetic_split_builds_and_reads_back(tmp_path):
+  datasets.prepare("synthetic_av/tiny", str(tmp_path))
+  source, spec = datasets.data_source("synthetic_av/tiny", "train", str(tmp_path))
+  assert spec == SMALL and len(source) == 8
+  ids = sorted(source[i]["clip_id"].decode() for i in range(len(source)))
+  assert ids == [f"train-{i:06d}" for i in range(8)]
+  ex = next(source[i] for i in range(8) if source[i]["clip_id"] == b"train-000003")
+  want = synthetic_av.make_clip(datasets.SyntheticAV.BUILDER_CONFIGS[2].scene, 0, 3)
+  for key in ("video", "audio", "trajectories", "collision_times", "colour_ids"):
+    np.testing.assert_array_equal(ex[key], want[key])
+  with pytest.raises(ValueError, match="no split 'test'"):
+    datasets.data_source("synthetic_av/tiny", "test", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="not built"):
+    datasets.data_source("synthetic_av/small", "train", str(tmp_path))
+
+
+def _long_clip(seconds_of_clips: int, seed: int):
+  """Frames and audio (no lead) of `seconds_of_clips` consecutive synthetic clips, as one recording."""
+  parts = [synthetic_av.make_clip(synthetic_av.Scene(clip=SMALL, radius=0.12), seed, i) for i in range(seconds_of_clips)]
+  return (np.concatenate([p["video"] for p in parts]),
+          np.concatenate([p["audio"][SMALL.lead_samples:] for p in parts]))
+
+
+def test_folder_builder_decodes_media_and_skips_bad_files(tmp_path):
+  manual = tmp_path / "media"
+  (manual / "cats").mkdir(parents=True)
+  frames, audio = _long_clip(2, seed=5)
+  media.write_mp4(str(manual / "cats" / "good.mp4"), frames, SMALL.frame_rate, audio, SMALL.sample_rate)
+  media.write_mp4(str(manual / "silent.mp4"), frames, SMALL.frame_rate)                  # no audio track
+  good = (manual / "cats" / "good.mp4").read_bytes()
+  (manual / "broken.mp4").write_bytes(good[:len(good) // 3])                           # truncated
+  (manual / "noise.mp4").write_bytes(b"not a media file at all" * 10)                  # corrupt
+
+  b = datasets.prepare("av_folder/small", str(tmp_path / "tfds"), str(manual), name="small_all",
+                       validation_percent=0)
+  skipped = sorted(os.path.basename(p) for p, _ in b.skipped)
+  assert skipped == ["broken.mp4", "noise.mp4", "silent.mp4"], b.skipped
+  assert "no audio track" in dict((os.path.basename(p), r) for p, r in b.skipped)["silent.mp4"]
+  source = b.as_data_source(split="train")
+  clips_by_start = {float(source[i]["start_seconds"]): source[i] for i in range(len(source))}
+  assert sorted(clips_by_start) == [0.0, SMALL.video_seconds]
+  for k, start in enumerate(sorted(clips_by_start)):
+    ex = clips_by_start[start]
+    assert ex["label"] == b"cats" and ex["source"] == b"cats/good.mp4"
+    want = frames[k * SMALL.num_frames:(k + 1) * SMALL.num_frames].astype(np.float32)
+    assert np.abs(ex["video"].astype(np.float32) - want).mean() < 4.0           # H.264 at crf 18
+    body = audio[k * (SMALL.audio_samples - SMALL.lead_samples):][:SMALL.audio_samples - SMALL.lead_samples]
+    got = ex["audio"][SMALL.lead_samples:]
+    assert np.abs(got - body).max() < 0.05 and np.corrcoef(got, body)[0, 1] > 0.999    # AAC
+    lead = ex["audio"][:SMALL.lead_samples]
+    if k == 0:
+      np.testing.assert_array_equal(lead, 0.0)                                    # before the file: silence
+    else:
+      np.testing.assert_allclose(lead, audio[k * 9000 - SMALL.lead_samples:k * 9000], atol=0.05)
+
+
+def test_written_mp4_has_both_streams_with_their_durations(tmp_path):
+  frames, audio = _long_clip(1, seed=1)
+  path = str(tmp_path / "clip.mp4")
+  media.write_mp4(path, frames, SMALL.frame_rate, audio, SMALL.sample_rate)
+  got = media.stream_durations(path)
+  assert got["frames"] == SMALL.num_frames
+  assert got["video"] == pytest.approx(SMALL.video_seconds)
+  assert got["audio"] == pytest.approx(len(audio) / SMALL.sample_rate, abs=0.15)   # AAC pads up to a frame
+  with pytest.raises(ValueError, match="even height"):
+    media.write_mp4(path, frames[:, :31], SMALL.frame_rate)
+
+
+def test_unknown_data_set_names_are_refused(tmp_path):
+  with pytest.raises(ValueError, match="expected one of"):
+    datasets.builder("youtube", str(tmp_path))
+  with pytest.raises(ValueError, match="unknown config 'huge'"):
+    datasets.builder("synthetic_av/huge", str(tmp_path))
+  with pytest.raises(ValueError, match="new config name"):
+    datasets.builder("synthetic_av/tiny", str(tmp_path), num_train=3)
