@@ -26,7 +26,7 @@ import numpy as np
 from array_record.python import array_record_module
 from flax import serialization
 
-from avdit_jax import factory
+from avdit_jax import datasets, factory
 
 FORMAT = "avdit_latents/v1"
 METADATA = "metadata.json"
@@ -124,22 +124,36 @@ class LatentWriter:
       self._sums[name + "_sq"] = self._sums[name + "_sq"] + (flat**2).sum(0)
       self._n[name] += flat.shape[0]
 
-  def statistics(self) -> dict:
-    out = {}
-    for name in ("audio", "video"):
-      mean = self._sums[name] / max(self._n[name], 1)
-      var = self._sums[name + "_sq"] / max(self._n[name], 1) - mean**2
-      out[f"{name}_mean"] = np.asarray(mean).tolist()
-      out[f"{name}_std"] = np.sqrt(np.maximum(var, 1e-12)).tolist()
-    return out
+  def partial(self) -> dict:
+    """This writer's clip count and running sums (JSON-able), to merge with other writers' later."""
+    return {"count": self._count, "n": dict(self._n),
+            "sums": {k: np.asarray(v, np.float64).tolist() for k, v in self._sums.items()}}
 
-  def close(self, normalization: dict | None = None) -> Metadata:
+  def close_shards(self) -> dict:
+    """Closes the shard files without writing metadata (one of several writers); returns `partial()`."""
     for w in self._writers:
       w.close()
+    return self.partial()
+
+  def close(self, normalization: dict | None = None) -> Metadata:
+    self.close_shards()
     meta = Metadata(self.audio_shape, self.video_shape, self._count, self.shards, self.num_segments,
-                    normalization or self.statistics(), **self._metadata)
+                    normalization or statistics([self.partial()]), **self._metadata)
     meta.write(self.directory)
     return meta
+
+
+def statistics(partials: list[dict]) -> dict:
+  """Per-channel mean and std of audio and video latents from writers' `partial()` sums."""
+  out = {}
+  for name in ("audio", "video"):
+    n = sum(p["n"][name] for p in partials)
+    total = sum(np.asarray(p["sums"][name], np.float64) for p in partials)
+    total_sq = sum(np.asarray(p["sums"][name + "_sq"], np.float64) for p in partials)
+    mean = total / max(n, 1)
+    out[f"{name}_mean"] = np.asarray(mean).tolist()
+    out[f"{name}_std"] = np.sqrt(np.maximum(total_sq / max(n, 1) - mean**2, 1e-12)).tolist()
+  return out
 
 
 # ============================================================================= pipeline
@@ -274,6 +288,47 @@ def input_stream(config, segments, state: dict | None = None):
   if config.data.kind == "latents":
     return LatentStream(config, state)
   raise ValueError(f"data.kind: unknown {config.data.kind!r}; expected 'gaussian' or 'latents'.")
+
+
+class _ClipToFloat:
+  """A data set example -> the float32 entries a tokenizer trains on: video in [-1, 1], audio as is."""
+
+  def __init__(self, keys):
+    self.keys = tuple(keys)
+
+  def __call__(self, ex: dict) -> dict:
+    out = {}
+    if "video" in self.keys:
+      out["video"] = ex["video"].astype(np.float32) / 127.5 - 1.0
+    if "audio" in self.keys:
+      out["audio"] = np.asarray(ex["audio"], np.float32)
+    return out
+
+
+def clip_dataset(config, keys, *, split: str | None = None, process_index: int | None = None,
+                 process_count: int | None = None):
+  """The grain IterDataset of this process's batches of raw clips from config.data.dataset (tfds)."""
+  c = config.data
+  source, _ = datasets.data_source(c.dataset, split or c.split, c.tfds_dir or None)
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if c.batch_size % count:
+    raise ValueError(f"data.batch_size {c.batch_size} is not divisible by the {count} processes.")
+  ds = grain.MapDataset.source(source).seed(c.seed).shuffle().repeat()
+  ds = _ProcessRows(ds, c.batch_size, index, count).map(_ClipToFloat(keys))
+  it = ds.batch(c.batch_size // count, drop_remainder=True).to_iter_dataset()
+  if c.get("num_workers", 0) > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.num_workers))
+  return it
+
+
+class ClipStream(LatentStream):
+  """The grain pipeline over a clip data set's split (config.data.dataset / split), with its position."""
+
+  def __init__(self, config, keys, state: dict | None = None):
+    self._it = iter(clip_dataset(config, keys))
+    if state:
+      self._it.set_state(state)
 
 
 def write_synthetic_latents(config, directory: str, num_clips: int, *, num_shards: int = 2, seed: int = 0) -> Metadata:

@@ -246,9 +246,12 @@ def clip_spec(b: tfds.core.DatasetBuilder) -> clips.ClipSpec:
   return config.scene.clip if hasattr(config, "scene") else config.clip
 
 
-def data_source(name: str, split: str, data_dir: str):
-  """The prepared split as a random-access source (for grain) and its ClipSpec."""
+def data_source(name: str, split: str, data_dir: str | None):
+  """The prepared split as a random-access source (for grain) and its ClipSpec. The synthetic sets are
+  built on first use; the others need `tools/build_dataset.py` first."""
   b = builder(name, data_dir)
+  if not b.is_prepared() and name.startswith("synthetic_av"):
+    b.download_and_prepare()        # generated, nothing to download; tfds renames a finished build into place
   if not b.is_prepared():
     raise FileNotFoundError(f"data set {name!r} is not built in {data_dir!r}; build it with "
                             f"`python tools/build_dataset.py --dataset={name} --data_dir={data_dir}`.")

@@ -10,7 +10,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import evaluation, factory, inference, train
+from avdit_jax import codec, evaluation, factory, inference, train
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with an optional ':variant'.",
                                 lock_config=True)
@@ -40,6 +40,13 @@ def main(argv):
     inference.sample_tasks(config, workdir)
     return
   state = train.train_and_evaluate(config, workdir)
+  if config.get("trainee", "avdit") != "avdit":
+    if jax.process_index() == 0:
+      report = codec.report_markdown(codec.reconstruction_report(codec.load(workdir, use_ema=True)))
+      with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write(report)
+      print(report)
+    return
   if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
     model = factory.model(config)
     params = train.to_host(state.ema_params if config.eval.use_ema else state.params)

@@ -1,5 +1,7 @@
 """Training: the train state, a pure train step, and the loop `train_and_evaluate(config, workdir)`.
 
+One trainer for everything config.trainee names (avdit_jax/trainees.py): the AVDiT and the tokenizers.
+
 The step is a pure function of (state, batch); its RNG is folded from (seed, step), so a run is a
 function of its config alone. Metrics are fetched one step late so the host never waits on the step
 it has just dispatched.
@@ -24,9 +26,7 @@ import optax
 import tensorboardX
 from absl import logging
 
-from avdit_jax import checkpoint, data, factory, monl, sharding
-from avdit_jax import model as avdit
-from avdit_jax import objective as objective_lib
+from avdit_jax import checkpoint, sharding, trainees
 
 
 @flax.struct.dataclass
@@ -61,35 +61,26 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 # ============================================================================= state and step
 
 
-def boxed_state(config, model: nn.Module, tx: optax.GradientTransformation, audio_shape, video_shape) -> TrainState:
+def boxed_state(config, trainee: trainees.Trainee, tx: optax.GradientTransformation) -> TrainState:
   """The initial state with params (and the optimizer's copies of them) boxed with logical axis names."""
-  audio = jnp.zeros((1, *audio_shape), jnp.float32)
-  video = jnp.zeros((1, *video_shape), jnp.float32)
-  t = jnp.zeros((1, monl.NUM_MODALITIES, config.num_segments), jnp.int32)
-  params = model.init(jax.random.PRNGKey(config.seed), audio, video, t)["params"]
+  params = trainee.init(config.seed)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params))
 
 
-def init_state(config, model, tx, audio_shape, video_shape) -> TrainState:
+def init_state(config, trainee: trainees.Trainee, tx: optax.GradientTransformation) -> TrainState:
   """The initial state, plain arrays; jit it (eager init compiles every initializer separately)."""
-  return nn.unbox(boxed_state(config, model, tx, audio_shape, video_shape))
+  return nn.unbox(boxed_state(config, trainee, tx))
 
 
-def train_step(state: TrainState, batch: dict, *, model: nn.Module, objective: objective_lib.Objective,
-               tx: optax.GradientTransformation, ema_decay: float, seed: int) -> tuple[TrainState, dict]:
-  """One optimizer step on the MoNL loss. batch: {'audio': [B, Ta, Ca], 'video': [B, Tv, H, W, Cv]}."""
+def train_step(state: TrainState, batch: dict, *, trainee: trainees.Trainee, tx: optax.GradientTransformation,
+               ema_decay: float, seed: int) -> tuple[TrainState, dict]:
+  """One optimizer step on the trainee's loss (for the AVDiT: the MoNL loss on a latent batch)."""
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-
-  def loss_of(params):
-    denoise = lambda a, v, t: model.apply({"params": params}, a, v, t)
-    return objective_lib.loss_fn(objective, denoise, batch["audio"], batch["video"], rng)
-
-  (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  (loss, aux), grads = jax.value_and_grad(trainee.loss, has_aux=True)(state.params, batch, rng)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
-  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-             "strategy_sq": aux["strategy_sq"], "strategy_count": aux["strategy_count"]}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "aux": aux}
   return TrainState(state.step + 1, params, ema, opt_state), metrics
 
 
@@ -143,13 +134,9 @@ def to_host(tree):
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
 
 
-def _host_metrics(metrics: dict, lr: float) -> dict:
+def _host_metrics(trainee: trainees.Trainee, metrics: dict, lr: float) -> dict:
   m = to_host(metrics)
-  out = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(lr)}
-  for i, name in enumerate(monl.STRATEGIES):
-    if m["strategy_count"][i] > 0:
-      out[f"loss/{name}"] = float(m["strategy_sq"][i] / m["strategy_count"][i])
-  return out
+  return {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(lr), **trainee.summarize(m["aux"])}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +144,8 @@ class Setup:
   """Everything a run derives from its config and mesh, before any state exists."""
   mesh: jax.sharding.Mesh
   axis_rules: tuple
-  model: nn.Module
-  objective: objective_lib.Objective
+  trainee: trainees.Trainee
+  model: nn.Module                # trainee.module
   tx: optax.GradientTransformation
   lr_fn: optax.Schedule
   abstract_state: TrainState      # jax.ShapeDtypeStruct leaves carrying their shardings
@@ -166,47 +153,42 @@ class Setup:
   batch_sharding: dict
   init_fn: Any                    # () -> TrainState, jitted onto state_sharding
   step_fn: Any                    # (state, global batch) -> (state, metrics), jitted, state donated
-  step_flops: float               # analytic model FLOPs of one train step (3 x forward)
+  step_flops: float               # model FLOPs of one train step (3 x forward)
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
-  """Model, objective, optimizer, shardings and the jitted init and step for config (on config.mesh)."""
+  """Trainee, optimizer, shardings and the jitted init and step for config (on config.mesh)."""
   mesh = sharding.make_mesh(config) if mesh is None else mesh
   axis_rules = sharding.rules(config)
   sharding.check_divisible(config.data.batch_size, mesh, axis_rules)
-  model = factory.model(config)
-  objective = factory.training_objective(config)
+  trainee = trainees.for_config(config)
   tx = make_optimizer(config)
-  shapes = (tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  boxed = jax.eval_shape(lambda: boxed_state(config, model, tx, *shapes))
+  boxed = jax.eval_shape(lambda: boxed_state(config, trainee, tx))
   state_sharding = sharding.logical_shardings(boxed, mesh, axis_rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed),
                           state_sharding)
-  batch_sharding = {"audio": sharding.batch_sharding(mesh, axis_rules, 3),
-                    "video": sharding.batch_sharding(mesh, axis_rules, 5)}
+  batch_sharding = {k: sharding.batch_sharding(mesh, axis_rules, 1 + len(shape))
+                    for k, shape in trainee.example_shapes.items()}
 
   def step_under_rules(state, batch):
     with nn.logical_axis_rules(axis_rules):
-      return train_step(state, batch, model=model, objective=objective, tx=tx,
-                        ema_decay=config.optim.ema_decay, seed=config.seed)
+      return train_step(state, batch, trainee=trainee, tx=tx, ema_decay=config.optim.ema_decay, seed=config.seed)
 
   return Setup(
-      mesh=mesh, axis_rules=axis_rules, model=model, objective=objective, tx=tx,
+      mesh=mesh, axis_rules=axis_rules, trainee=trainee, model=trainee.module, tx=tx,
       lr_fn=learning_rate_schedule(config), abstract_state=abstract, state_sharding=state_sharding,
       batch_sharding=batch_sharding,
-      init_fn=jax.jit(lambda: init_state(config, model, tx, *shapes), out_shardings=state_sharding),
+      init_fn=jax.jit(lambda: init_state(config, trainee, tx), out_shardings=state_sharding),
       step_fn=jax.jit(step_under_rules, in_shardings=(state_sharding, batch_sharding),
                       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0),
-      step_flops=3 * avdit.count_flops(avdit.layout_for(model, *shapes), model, config.data.batch_size))
+      step_flops=trainee.flops_per_example * config.data.batch_size)
 
 
 def abstract_batch(config, setup: Setup) -> dict:
   """The global batch as jax.ShapeDtypeStruct with its sharding (for ahead-of-time compilation)."""
   b = config.data.batch_size
-  return {"audio": jax.ShapeDtypeStruct((b, *config.data.audio_shape), jnp.float32,
-                                        sharding=setup.batch_sharding["audio"]),
-          "video": jax.ShapeDtypeStruct((b, *config.data.video_shape), jnp.float32,
-                                        sharding=setup.batch_sharding["video"])}
+  return {k: jax.ShapeDtypeStruct((b, *shape), jnp.float32, sharding=setup.batch_sharding[k])
+          for k, shape in setup.trainee.example_shapes.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -225,14 +207,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   num_steps = config.train.num_steps
   first_step = int(to_host(state.step))
   writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
-  batches = data.input_stream(config, setup.objective.segments, data_state)
+  batches = setup.trainee.stream(config, data_state)
   preemption = checkpoint.PreemptionFlag()
   pending = None                       # (step, metrics) dispatched but not yet read
   start, timed_from = time.time(), None
 
   def report(step, metrics):
     nonlocal timed_from
-    values = _host_metrics(metrics, setup.lr_fn(step - 1))
+    values = _host_metrics(setup.trainee, metrics, setup.lr_fn(step - 1))
     if not np.isfinite(values["loss"]) or not np.isfinite(values["grad_norm"]):
       raise FloatingPointError(f"non-finite loss or gradient at step {step}: {values}; the last checkpoint "
                                f"({manager.latest_step()}) holds the last good state.")

@@ -57,7 +57,7 @@ def test_tiny_synthetic_split_builds_and_reads_back(tmp_path):
   with pytest.raises(ValueError, match="no split 'test'"):
     datasets.data_source("synthetic_av/tiny", "test", str(tmp_path))
   with pytest.raises(FileNotFoundError, match="not built"):
-    datasets.data_source("synthetic_av/small", "train", str(tmp_path))
+    datasets.data_source("av_folder/small", "train", str(tmp_path))
 
 
 def _long_clip(seconds_of_clips: int, seed: int):

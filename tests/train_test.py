@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdit_jax import evaluation, factory, monl, objective, train
+from avdit_jax import evaluation, factory, monl, objective, train, trainees
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,8 +56,7 @@ def test_tiny_avdit_learns_the_a2v_conditional(schedule, prediction, tmp_path):
 
   model = factory.model(config)
   trained = lambda a, v, t: model.apply({"params": state.params}, a, v, t)
-  fresh = jax.jit(lambda: train.init_state(config, model, train.make_optimizer(config),
-                                           config.data.audio_shape, config.data.video_shape))().params
+  fresh = jax.jit(lambda: train.init_state(config, trainees.for_config(config), train.make_optimizer(config)))().params
   untrained = lambda a, v, t: model.apply({"params": fresh}, a, v, t)
   got = evaluation.gaussian_task_errors(config, trained, tasks=["a2v"])["a2v"]
   base = evaluation.gaussian_task_errors(config, untrained, tasks=["a2v"])["a2v"]

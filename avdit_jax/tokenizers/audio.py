@@ -1,0 +1,129 @@
+"""Audio tokenizer in the style of SoundStream: a strided 1D-conv autoencoder with a continuous latent.
+
+  waveform [B, S] in [-1, 1]  --encode-->  latent [B, S / prod(strides), C]
+
+Encoder: a conv, then per stride s a block of residual units (dilations 1, 3, 9) and a strided conv
+that doubles the channels; decoder: transposed convs mirroring it. Default strides (2, 4, 5, 8) take
+16 kHz to 50 latent frames per second; (2, 4, 4, 5) take 8 kHz to 50. The regulariser matches the video
+tokenizer's ('kl' or 'none'); the loss is L1 on the waveform plus a multi-resolution STFT loss.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avdit_jax.tokenizers import spectral
+from avdit_jax.tokenizers.video import REGULARIZERS
+
+
+def _kernel(out_axis: str = "embed"):
+  return nn.with_logical_partitioning(nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
+                                      (None, None, out_axis))
+
+
+class ResidualUnit(nn.Module):
+  features: int
+  dilation: int
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Conv(self.features, (7,), kernel_dilation=(self.dilation,), padding="SAME", kernel_init=_kernel())(nn.elu(x))
+    h = nn.Conv(self.features, (1,), kernel_init=_kernel())(nn.elu(h))
+    return x + h
+
+
+class Encoder(nn.Module):
+  channels: int
+  strides: tuple
+  out_features: int
+
+  @nn.compact
+  def __call__(self, x):                        # [B, S]
+    x = nn.Conv(self.channels, (7,), padding="SAME", kernel_init=_kernel())(x[..., None])
+    for i, s in enumerate(self.strides):
+      c = self.channels * 2**i
+      for d in (1, 3, 9):
+        x = ResidualUnit(c, d)(x)
+      x = nn.Conv(2 * c, (2 * s,), strides=(s,), padding=((s // 2, s - s // 2),), kernel_init=_kernel())(nn.elu(x))
+    return nn.Conv(self.out_features, (3,), padding="SAME", kernel_init=_kernel("embed_out"))(nn.elu(x))
+
+
+class Decoder(nn.Module):
+  channels: int
+  strides: tuple
+
+  @nn.compact
+  def __call__(self, z):                        # [B, S / hop, C]
+    x = nn.Conv(self.channels * 2 ** len(self.strides), (7,), padding="SAME", kernel_init=_kernel())(z)
+    for i, s in reversed(list(enumerate(self.strides))):
+      c = self.channels * 2**i
+      x = nn.ConvTranspose(c, (2 * s,), strides=(s,), padding="SAME", kernel_init=_kernel())(nn.elu(x))
+      for d in (1, 3, 9):
+        x = ResidualUnit(c, d)(x)
+    return nn.Conv(1, (7,), padding="SAME", kernel_init=_kernel("embed_out"))(nn.elu(x))[..., 0]
+
+
+class AudioTokenizer(nn.Module):
+  latent_channels: int = 8
+  channels: int = 16
+  strides: tuple = (2, 4, 5, 8)
+  regularizer: str = "kl"
+
+  def setup(self):
+    if self.regularizer not in REGULARIZERS:
+      raise ValueError(f"audio tokenizer: regularizer {self.regularizer!r}; expected one of {REGULARIZERS}.")
+    out = self.latent_channels * (2 if self.regularizer == "kl" else 1)
+    self.encoder = Encoder(self.channels, tuple(self.strides), out)
+    self.decoder = Decoder(self.channels, tuple(self.strides))
+
+  @property
+  def hop(self) -> int:
+    return int(np.prod(self.strides))
+
+  def latent_shape(self, num_samples: int) -> tuple:
+    if num_samples % self.hop:
+      raise ValueError(f"audio tokenizer: {num_samples} samples is not a multiple of the hop {self.hop} "
+                       f"(strides {tuple(self.strides)}).")
+    return (num_samples // self.hop, self.latent_channels)
+
+  def encode_moments(self, waveform):
+    self.latent_shape(waveform.shape[-1])
+    h = self.encoder(waveform)
+    if self.regularizer == "kl":
+      mean, logvar = jnp.split(h, 2, axis=-1)
+      return mean, jnp.clip(logvar, -20.0, 10.0)
+    return h, None
+
+  def encode(self, waveform):
+    """waveform [B, S] -> latent [B, S / hop, C] (the posterior mean)."""
+    return self.encode_moments(waveform)[0]
+
+  def decode(self, latent):
+    return self.decoder(latent)
+
+  def __call__(self, waveform, rng=None):
+    """(reconstruction [B, S], KL per example [B]); with rng, decodes a posterior sample (training)."""
+    mean, logvar = self.encode_moments(waveform)
+    if logvar is None:
+      return self.decode(mean), jnp.zeros(waveform.shape[0])
+    z = mean if rng is None else mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
+    kl = 0.5 * jnp.sum(mean**2 + jnp.exp(logvar) - 1.0 - logvar, axis=(1, 2))
+    return self.decode(z), kl
+
+
+def fft_sizes(sample_rate: int) -> tuple:
+  """STFT resolutions of the loss: windows of about 16, 32 and 64 ms."""
+  base = int(2 ** np.round(np.log2(0.016 * sample_rate)))
+  return (base, 2 * base, 4 * base)
+
+
+def loss(model: AudioTokenizer, params, waveform, rng, *, sample_rate: int, kl_weight: float, stft_weight: float = 1.0):
+  """Per-batch loss and its parts: L1 + stft_weight * multi-res STFT + kl_weight * KL (per latent element)."""
+  rec, kl = model.apply({"params": params}, waveform, rng)
+  l1 = jnp.mean(jnp.abs(rec - waveform))
+  stft = jnp.mean(spectral.multi_resolution_stft_loss(rec, waveform, fft_sizes(sample_rate)))
+  kl = jnp.mean(kl) / np.prod(model.latent_shape(waveform.shape[-1]))
+  return l1 + stft_weight * stft + kl_weight * kl, {"l1": l1, "stft": stft, "kl": kl}

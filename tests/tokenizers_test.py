@@ -1,0 +1,141 @@
+"""Tokenizers: causality, shapes, training through the training system, tokenizing a split, media round trip.
+
+The trained pair is shared by the tests of this file (one xdist group, so one worker trains it once).
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_test import ROOT
+
+from avdit_jax import codec, data, datasets, media, train
+from avdit_jax.tokenizers import audio as audio_tok
+from avdit_jax.tokenizers import video as video_tok
+
+pytestmark = pytest.mark.xdist_group("tokenizers")
+
+
+def load(name, arg="test"):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def init(module, shape):
+  return jax.jit(lambda s: module.init(jax.random.key(s, impl="rbg"), jnp.zeros((1, *shape))))(0)["params"]
+
+
+def test_video_encoder_is_causal_and_codes_the_first_frame_alone():
+  module = video_tok.VideoTokenizer(latent_channels=2, channels=4, channel_mult=(1, 2, 2),
+                                    temporal_down=(True, True))
+  frames = np.random.default_rng(0).uniform(-1, 1, (1, 9, 16, 16, 3)).astype(np.float32)
+  params = init(module, frames.shape[1:])
+  encode = jax.jit(lambda p, x: module.apply({"params": p}, x, method=module.encode))
+  base = np.asarray(encode(params, frames))
+  assert base.shape == (1, 3, 4, 4, 2)
+  for k in range(1, 9):                        # latent j codes frames 4j-3 .. 4j: a change at k reaches j >= ceil(k/4)
+    moved = frames.copy()
+    moved[:, k] += 0.5
+    changed = np.abs(np.asarray(encode(params, moved)) - base).max(axis=(0, 2, 3, 4)) > 0
+    first = -(-k // 4)
+    assert not changed[:first].any(), (k, changed)
+    assert changed[first], (k, changed)
+  # The decoder is causal too: latent j reaches output frames >= 4j - 3 only.
+  decode = jax.jit(lambda p, z: module.apply({"params": p}, z, method=module.decode))
+  out = np.asarray(decode(params, base))
+  bumped = base.copy()
+  bumped[:, 2] += 1.0
+  diff = np.abs(np.asarray(decode(params, bumped)) - out).max(axis=(0, 2, 3, 4)) > 0
+  assert out.shape == frames.shape and not diff[:5].any() and diff[5:].all()
+
+
+def test_tokenizer_shapes_are_checked_with_clear_errors():
+  video = video_tok.VideoTokenizer(channel_mult=(1, 2, 2, 4), temporal_down=(False, True, True))
+  assert video.latent_shape(17, 128, 128) == (5, 16, 16, 4)
+  with pytest.raises(ValueError, match="1 \\+ a multiple of 4"):
+    video.latent_shape(16, 128, 128)
+  with pytest.raises(ValueError, match="one entry per downsampling"):
+    video_tok.VideoTokenizer(channel_mult=(1, 2), temporal_down=(True, True)).init(
+        jax.random.key(0, impl="rbg"), jnp.zeros((1, 5, 8, 8, 3)))
+  audio = audio_tok.AudioTokenizer(strides=(2, 4, 5, 8))
+  assert audio.latent_shape(40000) == (125, 8)        # 2.5 s at 16 kHz -> 50 latent frames per second
+  with pytest.raises(ValueError, match="not a multiple of the hop 320"):
+    audio.latent_shape(40001)
+
+
+def test_multi_resolution_stft_loss_is_zero_for_equal_signals_and_grows_with_error():
+  x = jnp.sin(jnp.arange(4000) * 0.3)[None]
+  sizes = audio_tok.fft_sizes(8000)
+  same = float(audio_tok.spectral.multi_resolution_stft_loss(x, x, sizes)[0])
+  near = float(audio_tok.spectral.multi_resolution_stft_loss(x * 1.1, x, sizes)[0])
+  far = float(audio_tok.spectral.multi_resolution_stft_loss(x * 2.0, x, sizes)[0])
+  assert same < 1e-6 < near < far
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """Both tokenizers trained for a few steps through the training system on the tiny synthetic split
+  (enough to exercise training, checkpoints and loading; reconstruction quality is not asserted here)."""
+  root = tmp_path_factory.mktemp("tokenizers")
+  runs = {}
+  for name, steps in (("tokenizer_video", 3), ("tokenizer_audio", 3)):
+    config = load(name)
+    config.data.tfds_dir = str(root / "tfds")
+    config.train.num_steps, config.train.log_every, config.checkpoint.every_steps = steps, 1, steps
+    workdir = str(root / name)
+    train.train_and_evaluate(config, workdir)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
+    runs[name] = workdir
+  return root, runs
+
+
+def test_tokenized_split_reads_back_through_the_training_pipeline(trained):
+  root, runs = trained
+  pair = codec.Codec(codec.load(runs["tokenizer_video"]), codec.load(runs["tokenizer_audio"]))
+  out = str(root / "latents")
+  meta = codec.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3,
+                              num_shards=3, batch_size=4)
+  assert meta.num_clips == 8 and meta.video_shape == (3, 8, 8, 4) and meta.audio_shape == (75, 8)
+  # A rerun skips the finished shards and leaves them untouched.
+  stamp = os.path.getmtime(os.path.join(out, meta.shards[0]))
+  codec.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3, num_shards=3)
+  assert os.path.getmtime(os.path.join(out, meta.shards[0])) == stamp
+  # The training pipeline reads them: normalised to zero mean, unit std per channel over the split.
+  config = load("quickstart", "test")
+  config.num_segments = 3
+  config.data.update(kind="latents", dir=out, audio_shape=meta.audio_shape, video_shape=meta.video_shape,
+                     batch_size=8)
+  batch = next(iter(data.latent_dataset(config)))
+  assert batch["video"].shape == (8, 3, 8, 8, 4) and batch["audio"].shape == (8, 75, 8)
+  np.testing.assert_allclose(batch["video"].mean(axis=(0, 1, 2, 3)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(batch["video"].std(axis=(0, 1, 2, 3)), 1.0, atol=1e-3)
+  # ... and the latents are the encoder's output for those clips.
+  source, _ = datasets.data_source("synthetic_av/tiny", "train", str(root / "tfds"))
+  first = codec.read_latents(out, meta, 1)[0]
+  clip = next(source[i] for i in range(8) if source[i]["clip_id"].decode() == first["clip_id"])
+  audio, video = pair.encode(clip["video"][None], clip["audio"][None])
+  np.testing.assert_allclose(first["video"], video[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(first["audio"], audio[0], rtol=1e-5, atol=1e-5)
+
+
+def test_media_to_latents_to_media_writes_a_playable_mp4_of_the_clip_durations(trained):
+  root, runs = trained
+  pair = codec.Codec(codec.load(runs["tokenizer_video"]), codec.load(runs["tokenizer_audio"]))
+  source, spec = datasets.data_source("synthetic_av/tiny", "validation", str(root / "tfds"))
+  given = str(root / "given.mp4")                            # a media file: one clip, audio from its first frame
+  media.write_mp4(given, source[0]["video"], spec.frame_rate, source[0]["audio"][spec.lead_samples:], spec.sample_rate)
+  (_, frames, audio), = media.cut_clips(media.decode(given, spec.sample_rate), spec)
+  frames, audio = pair.decode(*pair.encode(frames[None], audio[None]))
+  paths = codec.write_media(str(root / "roundtrip"), frames[0], audio[0], spec)
+  got = media.stream_durations(paths["mp4"])
+  assert got["frames"] == spec.num_frames and got["video"] == pytest.approx(spec.video_seconds)
+  assert got["audio"] == pytest.approx(spec.video_seconds, abs=0.15)        # AAC pads to its frame size
+  for key in ("frames", "spectrogram"):
+    assert os.path.getsize(paths[key]) > 0
