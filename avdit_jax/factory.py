@@ -16,6 +16,19 @@ from avdit_jax import sample as sampling
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """A config file by path with an optional ':variant' (e.g. 'configs/paper.py:xl,v5p'), as --config reads it."""
+  import importlib.util
+  import os
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config {spec!r}: no file {path}.")
+  module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
 def _dtype(name: str, field: str):
   if name not in DTYPES:
     raise ValueError(f"{field}: unknown dtype {name!r}; expected one of {sorted(DTYPES)}.")

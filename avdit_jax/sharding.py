@@ -59,7 +59,10 @@ def make_mesh(config, devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   axes = tuple(config.mesh.axes)
   shape = mesh_shape(axes, config.mesh.shape, len(devices))
-  return jax.make_mesh(shape, axes, devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * len(axes))
+  try:
+    return jax.make_mesh(shape, axes, devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * len(axes))
+  except NotImplementedError as e:   # a TPU torus: each mesh axis must be a product of physical axes
+    raise ValueError(f"config.mesh.shape {shape} cannot be laid out on the devices' physical topology ({e})") from None
 
 
 def rules(config) -> tuple:
@@ -77,6 +80,19 @@ def logical_shardings(boxed_abstract, mesh: Mesh, axis_rules) -> object:
   """NamedShardings for a tree of (abstract) values boxed with logical names; unboxed leaves replicate."""
   specs = nn.get_partition_spec(boxed_abstract)
   return nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+
+
+def check_param_divisible(abstract, shardings, mesh: Mesh) -> None:
+  """Every sharded dimension must split evenly; else an error naming the array and config.mesh."""
+  def check(path, leaf, sh):
+    for dim, axes in zip(leaf.shape, sh.spec):
+      names = axes if isinstance(axes, tuple) else (axes,) if axes else ()
+      ways = int(np.prod([mesh.shape[n] for n in names])) if names else 1
+      if dim % ways:
+        raise ValueError(f"config.mesh.shape {tuple(mesh.shape.values())}: {jax.tree_util.keystr(path)} of shape "
+                         f"{tuple(leaf.shape)} would be split {ways} ways over {names} along a dimension of {dim}; "
+                         "choose mesh sizes that divide it (or map its logical axis elsewhere in config.mesh.rules).")
+  jax.tree_util.tree_map_with_path(check, abstract, shardings)
 
 
 def batch_sharding(mesh: Mesh, axis_rules, ndim: int) -> NamedSharding:

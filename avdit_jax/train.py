@@ -165,6 +165,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   tx = make_optimizer(config)
   boxed = jax.eval_shape(lambda: boxed_state(config, trainee, tx))
   state_sharding = sharding.logical_shardings(boxed, mesh, axis_rules)
+  sharding.check_param_divisible(nn.unbox(boxed), state_sharding, mesh)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed),
                           state_sharding)
   batch_sharding = {k: sharding.batch_sharding(mesh, axis_rules, 1 + len(shape))

@@ -19,7 +19,7 @@ def get_config(arg: str = ""):
   c.trainee = "video_tokenizer"
   c.seed = 0
   c.data = dict(dataset="synthetic_av/small", tfds_dir="", split="train", batch_size=8, seed=0, num_workers=0)
-  c.model = dict(latent_channels=4, channels=16, channel_mult=(1, 2, 4), temporal_down=(True, True),
+  c.model = dict(latent_channels=4, channels=8, channel_mult=(1, 2, 4), temporal_down=(True, True),
                  num_res_blocks=1, regularizer="kl")
   c.loss = dict(kl_weight=1e-4)
   c.optim = dict(lr=2e-3, schedule="cosine", warmup_steps=20, final_lr_fraction=0.05, b1=0.9, b2=0.99,

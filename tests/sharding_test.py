@@ -56,3 +56,10 @@ def test_mesh_errors_name_the_field():
   mesh = sharding.make_mesh(ml_collections.ConfigDict({"mesh": {"axes": ("data",), "shape": (-1,)}}))
   with pytest.raises(ValueError, match="data.batch_size 12 is not divisible by the 8 batch shards"):
     sharding.check_divisible(12, mesh, (("batch", "data"),))
+
+
+def test_a_mesh_that_cannot_split_a_parameter_names_it_and_the_field():
+  config = load_config(arg="test")
+  config.mesh.shape = (1, 1, 8)                  # tensor 8: the tiny model has 4 heads
+  with pytest.raises(ValueError, match=r"config.mesh.shape \(1, 1, 8\): .* split 8 ways over \('tensor',\)"):
+    train.build(config)

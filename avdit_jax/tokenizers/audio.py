@@ -11,12 +11,10 @@ tokenizer's ('kl' or 'none'); the loss is L1 on the waveform plus a multi-resolu
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax.tokenizers import spectral
-from avdit_jax.tokenizers.video import REGULARIZERS
+from avdit_jax.tokenizers import posterior, spectral
 
 
 def _kernel(out_axis: str = "embed"):
@@ -73,9 +71,8 @@ class AudioTokenizer(nn.Module):
   regularizer: str = "kl"
 
   def setup(self):
-    if self.regularizer not in REGULARIZERS:
-      raise ValueError(f"audio tokenizer: regularizer {self.regularizer!r}; expected one of {REGULARIZERS}.")
-    out = self.latent_channels * (2 if self.regularizer == "kl" else 1)
+    posterior.check(self.regularizer, "audio tokenizer")
+    out = posterior.num_outputs(self.latent_channels, self.regularizer)
     self.encoder = Encoder(self.channels, tuple(self.strides), out)
     self.decoder = Decoder(self.channels, tuple(self.strides))
 
@@ -92,10 +89,7 @@ class AudioTokenizer(nn.Module):
   def encode_moments(self, waveform):
     self.latent_shape(waveform.shape[-1])
     h = self.encoder(waveform)
-    if self.regularizer == "kl":
-      mean, logvar = jnp.split(h, 2, axis=-1)
-      return mean, jnp.clip(logvar, -20.0, 10.0)
-    return h, None
+    return posterior.moments(h, self.regularizer)
 
   def encode(self, waveform):
     """waveform [B, S] -> latent [B, S / hop, C] (the posterior mean)."""
@@ -107,10 +101,7 @@ class AudioTokenizer(nn.Module):
   def __call__(self, waveform, rng=None):
     """(reconstruction [B, S], KL per example [B]); with rng, decodes a posterior sample (training)."""
     mean, logvar = self.encode_moments(waveform)
-    if logvar is None:
-      return self.decode(mean), jnp.zeros(waveform.shape[0])
-    z = mean if rng is None else mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
-    kl = 0.5 * jnp.sum(mean**2 + jnp.exp(logvar) - 1.0 - logvar, axis=(1, 2))
+    z, kl = posterior.sample_and_kl(mean, logvar, rng)
     return self.decode(z), kl
 
 

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-REGULARIZERS = ("kl", "none")
-
+from avdit_jax.tokenizers import posterior
 
 def _kernel(ndim: int, out_axis: str = "embed"):
   return nn.with_logical_partitioning(nn.initializers.variance_scaling(1.0, "fan_in", "uniform"), (None,) * (ndim - 1) + (out_axis,))
@@ -120,9 +119,8 @@ class VideoTokenizer(nn.Module):
     if len(self.temporal_down) != len(self.channel_mult) - 1:
       raise ValueError(f"video tokenizer: temporal_down {self.temporal_down} needs one entry per downsampling "
                        f"({len(self.channel_mult) - 1} for channel_mult {self.channel_mult}).")
-    if self.regularizer not in REGULARIZERS:
-      raise ValueError(f"video tokenizer: regularizer {self.regularizer!r}; expected one of {REGULARIZERS}.")
-    out = self.latent_channels * (2 if self.regularizer == "kl" else 1)
+    posterior.check(self.regularizer, "video tokenizer")
+    out = posterior.num_outputs(self.latent_channels, self.regularizer)
     self.encoder = Encoder(self.channels, tuple(self.channel_mult), tuple(self.temporal_down),
                            self.num_res_blocks, out)
     self.decoder = Decoder(self.channels, tuple(self.channel_mult), tuple(self.temporal_down), self.num_res_blocks)
@@ -145,10 +143,7 @@ class VideoTokenizer(nn.Module):
   def encode_moments(self, frames):
     self.latent_shape(*frames.shape[1:4])
     h = self.encoder(frames)
-    if self.regularizer == "kl":
-      mean, logvar = jnp.split(h, 2, axis=-1)
-      return mean, jnp.clip(logvar, -20.0, 10.0)
-    return h, None
+    return posterior.moments(h, self.regularizer)
 
   def encode(self, frames):
     """frames [B, T, H, W, 3] in [-1, 1] -> latent [B, T', H', W', C] (the posterior mean)."""
@@ -160,10 +155,7 @@ class VideoTokenizer(nn.Module):
   def __call__(self, frames, rng=None):
     """(reconstruction, KL per example [B]); with rng, decodes a posterior sample (training)."""
     mean, logvar = self.encode_moments(frames)
-    if logvar is None:
-      return self.decode(mean), jnp.zeros(frames.shape[0])
-    z = mean if rng is None else mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape)
-    kl = 0.5 * jnp.sum(mean**2 + jnp.exp(logvar) - 1.0 - logvar, axis=(1, 2, 3, 4))
+    z, kl = posterior.sample_and_kl(mean, logvar, rng)
     return self.decode(z), kl
 
 

@@ -1,0 +1,185 @@
+"""Ahead-of-time compilation for TPU topologies from a CPU host (libtpu installed: `pip install -e ".[tpu]"`).
+
+`compile_report(config, "v5p:4x4x4")` builds config's mesh on that topology's devices, lowers and
+compiles the real sharded train step (train.build) and one guided sampling step (sample.make_step with
+the params sharded as in training) for them, and reports per-chip memory against the chip's HBM, XLA's
+FLOPs next to the analytic count, and the collectives of the compiled programs. Nothing runs on a TPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from avdit_jax import factory, monl, sharding, train
+from avdit_jax import model as avdit
+from avdit_jax import sample as sampling
+
+# HBM per chip (GiB), by the device kind libtpu reports.
+HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5e": 16, "TPU v5": 95, "TPU v5p": 95, "TPU v6 lite": 32,
+           "TPU v6e": 32}
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+
+
+def topology_devices(name: str) -> list:
+  """The devices of a TPU topology such as 'v5e:2x2' or 'v5p:4x4x4' (needs libtpu, not a TPU)."""
+  # Compiling only: let several processes (xdist workers, parallel tool runs) load libtpu at once.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  try:
+    from jax.experimental import topologies
+    return list(topologies.get_topology_desc(platform="tpu", topology_name=name).devices)
+  except Exception as e:  # noqa: BLE001 - libtpu missing or an unknown name: say which
+    raise ValueError(f"topology {name!r}: cannot be described ({type(e).__name__}: {e}). It needs libtpu "
+                     "(pip install -e '.[tpu]') and a name like 'v5e:2x2', 'v5p:4x4x4' or 'v6e:16x16'.") from e
+
+
+def hbm_bytes(device) -> int | None:
+  kind = getattr(device, "device_kind", "")
+  gib = next((v for k, v in sorted(HBM_GIB.items(), key=lambda kv: -len(kv[0])) if kind.startswith(k)), None)
+  return None if gib is None else gib * 2**30
+
+
+def collectives(hlo_text: str) -> dict:
+  """Counts of each collective op in a compiled program's HLO."""
+  counts = collections.Counter()
+  for op in COLLECTIVES:
+    counts[op] = len(re.findall(rf"\b{op}(?:-start)?\(", hlo_text))
+  return {k: v for k, v in counts.items() if v}
+
+
+def _memory(compiled) -> dict:
+  m = compiled.memory_analysis()
+  return {"argument": m.argument_size_in_bytes, "output": m.output_size_in_bytes, "temp": m.temp_size_in_bytes,
+          "alias": m.alias_size_in_bytes,
+          "total": m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes}
+
+
+def _summary(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return {"memory": _memory(compiled), "xla_flops_per_chip": float(cost.get("flops", 0.0)),
+          "collectives": collectives(compiled.as_text())}
+
+
+def compile_train_step(config, devices) -> dict:
+  mesh = sharding.make_mesh(config, devices)
+  setup = train.build(config, mesh)
+  with jax.set_mesh(mesh):
+    compiled = setup.step_fn.lower(setup.abstract_state, train.abstract_batch(config, setup)).compile()
+  return {**_summary(compiled), "analytic_flops": setup.step_flops, "setup": setup, "mesh": mesh}
+
+
+def compile_sampling_step(config, setup: train.Setup, mesh) -> dict:
+  """One reverse step of the a2v task with guidance (two network passes, batched) at the training batch."""
+  model = setup.model
+  sampler = factory.sampler(config, guidance=max(config.sampling.guidance, 1.0))
+  b = config.data.batch_size
+  params = setup.abstract_state.params
+  batch = train.abstract_batch(config, setup)
+  rng_sharding = NamedSharding(mesh, P())
+  mask = monl.task_mask("a2v", config.num_segments)
+
+  def one_step(params, audio, video, z_audio, z_video, rng):
+    denoise = lambda a, v, t: model.apply({"params": params}, a, v, t)
+    step = sampling.make_step(denoise, sampler)
+    cond = sampling.make_condition(sampler, mask, audio, video)
+    with nn.logical_axis_rules(setup.axis_rules):     # the activations' shardings, as in training
+      out = step(sampling.State(z_audio, z_video, rng), jnp.int32(0), cond)
+    return out.audio, out.video
+
+  shardings = (jax.tree.map(lambda a: a.sharding, params), setup.batch_sharding["audio"], setup.batch_sharding["video"],
+               setup.batch_sharding["audio"], setup.batch_sharding["video"], rng_sharding)
+  fn = jax.jit(one_step, in_shardings=shardings, out_shardings=(setup.batch_sharding["audio"],
+                                                                 setup.batch_sharding["video"]))
+  rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rng_sharding)
+  with jax.set_mesh(mesh):
+    compiled = fn.lower(params, batch["audio"], batch["video"], batch["audio"], batch["video"], rng).compile()
+  layout = avdit.layout_for(model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
+  return {**_summary(compiled), "analytic_flops": avdit.count_flops(layout, model, 2 * b)}
+
+
+def _both_steps(config, devices) -> tuple[dict, dict]:
+  trained = compile_train_step(config, devices)
+  sampled = compile_sampling_step(config, trained.pop("setup"), trained.pop("mesh"))
+  return trained, sampled
+
+
+def _unrolled_flops(config, devices) -> tuple[float, float]:
+  """XLA FLOPs per chip of the train and sampling steps as if the layers were unrolled.
+
+  XLA's cost analysis counts a scanned body once, so with model.scan_layers the counts come from the same
+  step unrolled at depth 1 and 2 (small compiles), extrapolated linearly to the real depth."""
+  counts = []
+  for depth in (1, 2):
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+      c.model.scan_layers, c.model.depth = False, depth
+    t, s = _both_steps(c, devices)
+    counts.append((t["xla_flops_per_chip"], s["xla_flops_per_chip"]))
+  depth = factory.model(config).depth
+  return tuple(one + (depth - 1) * (two - one) for one, two in zip(*counts))
+
+
+def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_chip: float | None = None) -> dict:
+  """Compiles the train and sampling steps of config for a TPU topology; see the module docstring."""
+  devices = topology_devices(topology)
+  try:
+    trained, sampled = _both_steps(config, devices)
+  except ValueError as e:
+    if "mesh.shape" in str(e):
+      raise ValueError(f"{topology} has {len(devices)} chips: {'' if str(e).startswith('config.') else 'config.'}{e}") from None
+    raise
+  if config.model.get("scan_layers", False):
+    trained["xla_flops_per_chip"], sampled["xla_flops_per_chip"] = _unrolled_flops(config, devices)
+    trained["flops_note"] = sampled["flops_note"] = "scan unrolled by extrapolation from depth 1 and 2"
+  chips = len(devices)
+  hbm = hbm_bytes(devices[0])
+  peak = peak_flops_per_chip or PEAK_BF16.get(devices[0].device_kind)
+  out = {"topology": topology, "chips": chips, "device_kind": devices[0].device_kind, "hbm_per_chip": hbm,
+         "train": trained, "sample": sampled}
+  for part in (trained, sampled):
+    part["fits"] = hbm is None or part["memory"]["total"] <= hbm
+    part["flops_ratio"] = part["xla_flops_per_chip"] * chips / max(part["analytic_flops"], 1.0)
+  if peak:
+    step_s = trained["analytic_flops"] / (chips * peak * mfu)
+    out.update(projected_step_s=step_s, projected_examples_per_s=config.data.batch_size / step_s, mfu=mfu)
+  return out
+
+
+# bf16 peak FLOP/s per chip (public spec sheets), for the projection only.
+PEAK_BF16 = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12, "TPU v5p": 459e12,
+             "TPU v6 lite": 918e12, "TPU v6e": 918e12}
+
+
+def markdown_row(config_name: str, r: dict) -> str:
+  gib = lambda b: f"{b / 2**30:.2f}"
+  t, s = r["train"], r["sample"]
+  top = lambda c: ", ".join(f"{k} x{v}" for k, v in sorted(c.items(), key=lambda kv: -kv[1])[:3]) or "none"
+  proj = f"{r['projected_examples_per_s']:.1f}" if "projected_examples_per_s" in r else "?"
+  return (f"| {config_name} | {r['topology']} ({r['chips']}) | {gib(t['memory']['total'])} / "
+          f"{gib(r['hbm_per_chip'] or 0)} | {'yes' if t['fits'] and s['fits'] else 'NO'} | "
+          f"{t['analytic_flops']:.3g} | {t['flops_ratio']:.3f} | {proj} | {top(t['collectives'])} |")
+
+
+MARKDOWN_HEADER = ("| config | topology (chips) | train GiB per chip / HBM | fits | train FLOPs/step (analytic) | "
+                   "XLA / analytic | examples/s at 50% MFU | top collectives (train) |\n|---|---|---|---|---|---|---|---|")
+
+
+def describe(r: dict) -> str:
+  lines = [f"{r['topology']}: {r['chips']} x {r['device_kind']}, HBM {(r['hbm_per_chip'] or 0) / 2**30:.0f} GiB per chip"]
+  for name in ("train", "sample"):
+    p = r[name]
+    m = {k: v / 2**30 for k, v in p["memory"].items()}
+    lines.append(f"  {name}: per chip argument {m['argument']:.3f} / output {m['output']:.3f} / temp {m['temp']:.3f} "
+                 f"GiB (total {m['total']:.3f}, fits: {p['fits']}); FLOPs XLA {p['xla_flops_per_chip'] * r['chips']:.4g}"
+                 f" vs analytic {p['analytic_flops']:.4g} ({p['flops_ratio']:.3f}); collectives {p['collectives']}")
+  if "projected_step_s" in r:
+    lines.append(f"  projected at {r['mfu']:.0%} MFU: {r['projected_step_s'] * 1e3:.1f} ms/step, "
+                 f"{r['projected_examples_per_s']:.1f} examples/s")
+  return "\n".join(lines)

@@ -1,0 +1,62 @@
+r"""The paper's setting at AVDiT-B / -L / -XL, with mesh, remat and scan choices for TPU slices.
+
+  python -m avdit_jax.main --config=configs/paper.py:xl --workdir=gs://BUCKET/run --config.data.dir=gs://BUCKET/latents
+  python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16
+
+Variant '<size>[,landscape][,<chip>]': size b | l | xl; 'landscape' for 256x256 video (else 128x128); chip
+v5e | v5p | v6e picks the mesh and remat below (default v5p).
+
+The grid (PAPER.md): 17 frames at 8 fps through a causal 4x temporal, 8x spatial video tokenizer ->
+5 x 16 x 16 latents (5 x 32 x 32 for Landscape), 8 channels; 16 kHz audio, 2.5 s with the lead
+(avdit_jax/clips.py) at 50 latent frames per second -> 125 x 8; N = 5 segments, one per latent video frame.
+Tokens: video patch (1, 2, 2) -> 320 (1280 for Landscape), audio patch 1 -> 125.
+
+Choices (WORKSPACE.md, "Scaling report", has the compiled numbers):
+- bf16 compute, f32 master params, layers under nn.scan (compile time independent of depth).
+- FSDP over every chip (mesh (1, -1, 1)): params, EMA and Adam moments are split, so the state per chip
+  shrinks with the slice; the batch is split over the same axis. FSDP must divide the width (XL: 1152 =
+  9 x 128) and each mesh axis must be a product of the torus's axes, so v6e:16x16 runs data 16 x FSDP 16.
+- remat 'dots' (keep matmul outputs, recompute the rest) where HBM allows, 'full' on the 16 GiB v5e.
+"""
+
+import ml_collections
+
+from avdit_jax import sharding
+
+SIZES = {"b": "B", "l": "L", "xl": "XL"}
+CHIPS = {
+    "v5e": dict(remat="full", batch=256),
+    "v5p": dict(remat="dots", batch=256),
+    "v6e": dict(remat="dots", batch=512, mesh=(16, -1, 1)),   # 16 x 16: mesh axes must match the torus's
+}
+
+
+def get_config(arg: str = "xl"):
+  parts = [p for p in arg.split(",") if p]
+  size = next((p for p in parts if p in SIZES), None)
+  chip = next((p for p in parts if p in CHIPS), "v5p")
+  unknown = [p for p in parts if p not in SIZES and p not in CHIPS and p != "landscape"]
+  if size is None or unknown:
+    raise ValueError(f"configs/paper.py: variant {arg!r}; expected '<b|l|xl>[,landscape][,<v5e|v5p|v6e>]'.")
+  side = 32 if "landscape" in parts else 16
+
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_segments = 5
+  c.data = dict(kind="latents", dir="", normalize=True, num_workers=4, audio_shape=(125, 8),
+                video_shape=(5, side, side, 8), batch_size=CHIPS[chip]["batch"], seed=0)
+  c.model = dict(variant=SIZES[size], audio_patch=1, video_patch=(1, 2, 2), attention="einsum",
+                 modulation="segment", remat=CHIPS[chip]["remat"], scan_layers=True, dtype="bfloat16")
+  c.diffusion = dict(schedule="linear", num_timesteps=1000, prediction="epsilon")
+  c.monl = dict(weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0,
+                             conditional=0.0),
+                clean_prob=0.25, task="", modality_weights=(1.0, 1.0))
+  c.optim = dict(lr=1e-4, schedule="constant", warmup_steps=5000, final_lr_fraction=1.0, b1=0.9, b2=0.999,
+                 weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999)
+  c.train = dict(num_steps=400_000, log_every=100, peak_flops_per_device=0.0, debug_kill_at_step=0)
+  c.checkpoint = dict(every_steps=2000, max_to_keep=3, async_save=True)
+  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=CHIPS[chip].get("mesh", (1, -1, 1)), rules=sharding.DEFAULT_RULES)
+  c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=2.0, loop="auto")
+  c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"),
+                num_conditions=4, samples_per_condition=8, use_ema=True)
+  return c
