@@ -1,10 +1,10 @@
 r"""The paper's setting at AVDiT-B / -L / -XL, with mesh, remat and scan choices for TPU slices.
 
   python -m avdit_jax.main --config=configs/paper.py:xl --workdir=gs://BUCKET/run --config.data.dir=gs://BUCKET/latents
-  python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16
+  python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16   # v5p batch and remat
 
 Variant '<size>[,landscape][,<chip>]': size b | l | xl; 'landscape' for 256x256 video (else 128x128); chip
-v5e | v5p | v6e picks the mesh and remat below (default v5p).
+v5e | v5p | v6e picks the remat and batch below (default v5p).
 
 The grid (PAPER.md): 17 frames at 8 fps through a causal 4x temporal, 8x spatial video tokenizer ->
 5 x 16 x 16 latents (5 x 32 x 32 for Landscape), 8 channels; 16 kHz audio, 2.5 s with the lead
@@ -13,9 +13,10 @@ Tokens: video patch (1, 2, 2) -> 320 (1280 for Landscape), audio patch 1 -> 125.
 
 Choices (WORKSPACE.md, "Scaling report", has the compiled numbers):
 - bf16 compute, f32 master params, layers under nn.scan (compile time independent of depth).
-- FSDP over every chip (mesh (1, -1, 1)): params, EMA and Adam moments are split, so the state per chip
-  shrinks with the slice; the batch is split over the same axis. FSDP must divide the width (XL: 1152 =
-  9 x 128) and each mesh axis must be a product of the torus's axes, so v6e:16x16 runs data 16 x FSDP 16.
+- FSDP in groups of 16 chips, data parallel across the groups (mesh (-1, 16, 1)): params, EMA and Adam
+  moments are split 16 ways (XL: ~0.7 GB of state per chip), gathers stay within a group, and 16 is a
+  product of torus axes on v5e/v6e 4x4 and 16x16 and v5p 4x4x4 (each mesh axis must be) and divides
+  every width (B 768, L 1024, XL 1152). v5p:8x8x8 needs FSDP 8 or 64 (--config.mesh.shape='(-1,64,1)').
 - remat 'dots' (keep matmul outputs, recompute the rest) where HBM allows, 'full' on the 16 GiB v5e.
 """
 
@@ -27,7 +28,7 @@ SIZES = {"b": "B", "l": "L", "xl": "XL"}
 CHIPS = {
     "v5e": dict(remat="full", batch=256),
     "v5p": dict(remat="dots", batch=256),
-    "v6e": dict(remat="dots", batch=512, mesh=(16, -1, 1)),   # 16 x 16: mesh axes must match the torus's
+    "v6e": dict(remat="dots", batch=512),
 }
 
 
@@ -55,7 +56,7 @@ def get_config(arg: str = "xl"):
                  weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999)
   c.train = dict(num_steps=400_000, log_every=100, peak_flops_per_device=0.0, debug_kill_at_step=0)
   c.checkpoint = dict(every_steps=2000, max_to_keep=3, async_save=True)
-  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=CHIPS[chip].get("mesh", (1, -1, 1)), rules=sharding.DEFAULT_RULES)
+  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=(-1, 16, 1), rules=sharding.DEFAULT_RULES)
   c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=2.0, loop="auto")
   c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"),
                 num_conditions=4, samples_per_condition=8, use_ema=True)

@@ -29,15 +29,20 @@ flags.DEFINE_bool("report", False, "Compile every (config, topology) of REPORT a
 FLAGS = flags.FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The scaling report: paper-scale configs (configs/paper.py) on the slices they were chosen for.
+# The scaling report: paper-scale configs (configs/paper.py) on slices, with the overrides a bigger slice needs
+# (each mesh axis a product of the torus's axes, FSDP dividing the width, a batch row per chip at least).
 REPORT = [
     ("configs/paper.py:b,v5e", "v5e:4x4"),
     ("configs/paper.py:l,v5e", "v5e:4x4"),
     ("configs/paper.py:xl,v5e", "v5e:16x16"),
+    ("configs/paper.py:b,v5p", "v5p:4x4x4"),
+    ("configs/paper.py:l,v5p", "v5p:4x4x4"),
     ("configs/paper.py:xl,v5p", "v5p:4x4x4"),
-    ("configs/paper.py:xl,v5p", "v5p:8x8x8"),
-    ("configs/paper.py:xl,v6e", "v6e:16x16"),
+    ("configs/paper.py:xl,v5p", "v5p:8x8x8", {"mesh.shape": (-1, 64, 1), "data.batch_size": 1024}),
     ("configs/paper.py:xl,landscape,v5p", "v5p:4x4x4"),
+    ("configs/paper.py:b,v6e", "v6e:16x16"),
+    ("configs/paper.py:l,v6e", "v6e:16x16"),
+    ("configs/paper.py:xl,v6e", "v6e:16x16"),
 ]
 
 
@@ -46,8 +51,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from avdit_jax import aot, factory
   if FLAGS.report:
-    jobs = [(spec, factory.load_config(os.path.join(ROOT, spec.split(":")[0]) + ":" + spec.split(":")[1]), topology)
-            for spec, topology in REPORT]
+    jobs = []
+    for spec, topology, *overrides in REPORT:
+      config = factory.load_config(os.path.join(ROOT, spec))
+      for key, value in (overrides[0] if overrides else {}).items():
+        section, field = key.split(".")
+        config[section][field] = value
+      label = spec.split("/")[-1] + "".join(f" {k}={v}" for k, v in (overrides[0] if overrides else {}).items())
+      jobs.append((label, config, topology))
   elif FLAGS.config is None:
     raise app.UsageError("give --config (and --topology), or --report.")
   else:
