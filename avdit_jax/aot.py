@@ -133,7 +133,7 @@ def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_ch
     trained, sampled = _both_steps(config, devices)
   except ValueError as e:
     if "mesh.shape" in str(e):
-      raise ValueError(f"{topology} has {len(devices)} chips: {'' if str(e).startswith('config.') else 'config.'}{e}") from None
+      raise ValueError(f"{topology} has {len(devices)} chips: {e}") from None
     raise
   if config.model.get("scan_layers", False):
     trained["xla_flops_per_chip"], sampled["xla_flops_per_chip"] = _unrolled_flops(config, devices)

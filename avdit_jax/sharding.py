@@ -39,17 +39,17 @@ def mesh_shape(axes: Sequence[str], shape: Sequence[int], num_devices: int) -> t
   """Resolves one -1 in `shape` and checks that the mesh uses exactly the devices there are."""
   axes, shape = tuple(axes), [int(s) for s in shape]
   if len(axes) != len(shape):
-    raise ValueError(f"mesh.shape {tuple(shape)} and mesh.axes {axes} differ in length.")
+    raise ValueError(f"config.mesh.shape {tuple(shape)} and config.mesh.axes {axes} differ in length.")
   if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-    raise ValueError(f"mesh.shape {tuple(shape)}: sizes must be positive, with at most one -1.")
+    raise ValueError(f"config.mesh.shape {tuple(shape)}: sizes must be positive, with at most one -1.")
   known = int(np.prod([s for s in shape if s != -1]))
   if -1 in shape:
     if num_devices % known:
-      raise ValueError(f"mesh.shape {tuple(shape)} does not divide the {num_devices} devices "
+      raise ValueError(f"config.mesh.shape {tuple(shape)} does not divide the {num_devices} devices "
                        f"(the fixed axes take {known}).")
     shape[shape.index(-1)] = num_devices // known
   if int(np.prod(shape)) != num_devices:
-    raise ValueError(f"mesh.shape {tuple(shape)} needs {int(np.prod(shape))} devices, but there are "
+    raise ValueError(f"config.mesh.shape {tuple(shape)} needs {int(np.prod(shape))} devices, but there are "
                      f"{num_devices}.")
   return tuple(shape)
 
@@ -71,7 +71,7 @@ def rules(config) -> tuple:
   for name, target in out:
     for axis in (target if isinstance(target, tuple) else (target,)):
       if axis is not None and axis not in axes:
-        raise ValueError(f"mesh.rules: logical axis {name!r} maps to {axis!r}, which is not in mesh.axes "
+        raise ValueError(f"config.mesh.rules: logical axis {name!r} maps to {axis!r}, which is not in mesh.axes "
                          f"{tuple(config.mesh.axes)}.")
   return out
 
