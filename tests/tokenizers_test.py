@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_test import ROOT
+from train_test import load_config
 
 from avdit_jax import codec, data, datasets, media, train
 from avdit_jax.tokenizers import audio as audio_tok
@@ -18,13 +18,6 @@ from avdit_jax.tokenizers import video as video_tok
 
 pytestmark = pytest.mark.xdist_group("tokenizers")
 
-
-def load(name, arg="test"):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def init(module, shape):
@@ -85,7 +78,7 @@ def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("tokenizers")
   runs = {}
   for name, steps in (("tokenizer_video", 3), ("tokenizer_audio", 3)):
-    config = load(name)
+    config = load_config(name, "test")
     config.data.tfds_dir = str(root / "tfds")
     config.train.num_steps, config.train.log_every, config.checkpoint.every_steps = steps, 1, steps
     workdir = str(root / name)
@@ -108,7 +101,7 @@ def test_tokenized_split_reads_back_through_the_training_pipeline(trained):
   codec.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3, num_shards=3)
   assert os.path.getmtime(os.path.join(out, meta.shards[0])) == stamp
   # The training pipeline reads them: normalised to zero mean, unit std per channel over the split.
-  config = load("quickstart", "test")
+  config = load_config("quickstart", "test")
   config.num_segments = 3
   config.data.update(kind="latents", dir=out, audio_shape=meta.audio_shape, video_shape=meta.video_shape,
                      batch_size=8)

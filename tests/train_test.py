@@ -1,6 +1,5 @@
 """Training the tiny AVDiT with MoNL on jointly Gaussian latents actually learns the conditionals."""
 
-import importlib.util
 import json
 import os
 
@@ -15,10 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name="quickstart", arg=""):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return factory.load_config(os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
 
 
 def test_loss_is_lowest_for_the_exact_denoiser_and_ignores_clean_portions():

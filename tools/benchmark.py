@@ -85,11 +85,7 @@ def real_train_step(config):
 
 def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
   """configs/quickstart.py at the benchmark's shapes."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("quickstart", os.path.join(ROOT, "configs", "quickstart.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = factory.load_config(os.path.join(ROOT, "configs", "quickstart.py"))
   config.num_segments = segments
   config.model.variant, config.model.audio_patch, config.model.video_patch = variant, 1, (1, 2, 2)
   config.data.audio_shape, config.data.video_shape, config.data.batch_size = AUDIO_SHAPE, VIDEO_SHAPE, batch
