@@ -41,6 +41,20 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
       config=ocp.args.JsonSave(_normalized(config.to_dict()))))
 
 
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config saved with the newest checkpoint in workdir (what a run was trained with)."""
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
+    raise FileNotFoundError(f"{workdir}: no checkpoints in {directory}; train there first.")
+  manager = ocp.CheckpointManager(directory)
+  try:
+    step = manager.latest_step()
+    return ml_collections.ConfigDict(manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))["config"])
+  finally:
+    manager.close()
+
+
 def check_compatible(saved_config: dict, config: ml_collections.ConfigDict, where: str) -> None:
   live = _normalized(config.to_dict())
   for key in COMPATIBLE_SECTIONS:

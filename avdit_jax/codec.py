@@ -20,10 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
-from avdit_jax import checkpoint, clips, data, datasets, media, trainees
+from avdit_jax import checkpoint, clips, data, datasets, inference, media, sharding, trainees
 from avdit_jax.tokenizers import audio as audio_tok
 from avdit_jax.tokenizers import video as video_tok
 
@@ -38,33 +37,12 @@ class Tokenizer:
 
 def load(workdir: str, *, use_ema: bool = True) -> Tokenizer:
   """The newest restorable checkpoint of a tokenizer run in workdir, rebuilt from the config it saved."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
-    raise FileNotFoundError(f"{workdir}: no checkpoints in {directory}; train the tokenizer there first.")
-  manager = ocp.CheckpointManager(os.path.abspath(directory))
-  try:
-    step = manager.latest_step()
-    saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-  finally:
-    manager.close()
-  config = ml_collections.ConfigDict(saved)
+  config = checkpoint.saved_config(workdir)
   if config.get("trainee") not in ("video_tokenizer", "audio_tokenizer"):
     raise ValueError(f"{workdir}: the run trained {config.get('trainee', 'avdit')!r}, not a tokenizer.")
-  from avdit_jax import train          # train imports trainees -> data; keep this module importable alone
-  setup = train.build(config, sharding_one_device())
-  manager = checkpoint.make_manager(workdir, config)
-  try:
-    state, _, step = checkpoint.restore_latest(manager, setup.abstract_state, config)
-  finally:
-    manager.close()
-  params = train.to_host(state.ema_params if use_ema else state.params)
-  logging.info("loaded %s from %s (step %d, %s params)", config.trainee, workdir, step, "EMA" if use_ema else "raw")
-  return Tokenizer(config, setup.model, params, step)
-
-
-def sharding_one_device():
-  return jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  params, module, step = inference.load_params(config, workdir, use_ema=use_ema,
+                                               mesh=sharding.single_device_mesh(config))
+  return Tokenizer(config, module, params, step)
 
 
 class Codec:

@@ -18,12 +18,13 @@ from avdit_jax import checkpoint, data, factory, train
 from avdit_jax import sample as sampling
 
 
-def load_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool):
-  """Params of the newest checkpoint in workdir that restores; a clear error when there is none."""
+def load_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool, mesh=None):
+  """(params on the host, model, step) of the newest checkpoint in workdir that restores; a clear error when
+  there is none. `mesh` is where the state is restored before it is fetched (default: config.mesh)."""
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {directory}; train first (--mode=train).")
-  setup = train.build(config)
+  setup = train.build(config, mesh)
   manager = checkpoint.make_manager(workdir, config)
   try:
     restored = checkpoint.restore_latest(manager, setup.abstract_state, config)
@@ -32,13 +33,13 @@ def load_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: boo
   if restored is None:
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {directory} restores.")
   state, _, step = restored
-  logging.info("sampling from the checkpoint of step %d (%s params)", step, "EMA" if use_ema else "raw")
-  return train.to_host(state.ema_params if use_ema else state.params), setup.model
+  logging.info("loaded the checkpoint of step %d from %s (%s params)", step, workdir, "EMA" if use_ema else "raw")
+  return train.to_host(state.ema_params if use_ema else state.params), setup.model, step
 
 
 def sample_tasks(config: ml_collections.ConfigDict, workdir: str, *, num_samples: int = 4, seed: int = 0) -> dict:
   """Samples each task of config.eval.tasks; returns {task: path of its npz}."""
-  params, model = load_params(config, workdir, use_ema=config.eval.use_ema)
+  params, model, _ = load_params(config, workdir, use_ema=config.eval.use_ema)
   sampler = factory.sampler(config)
   run = sampling.make_sampler(lambda a, v, t: model.apply({"params": params}, a, v, t), sampler)
   clips = next(data.input_stream(config, sampler.segments))          # conditioning clips from the data

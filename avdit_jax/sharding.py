@@ -65,6 +65,13 @@ def make_mesh(config, devices=None) -> Mesh:
     raise ValueError(f"config.mesh.shape {shape} cannot be laid out on the devices' physical topology ({e})") from None
 
 
+def single_device_mesh(config) -> Mesh:
+  """config.mesh's axes, each of size 1, on the first device: for loading params to the host."""
+  axes = tuple(config.mesh.axes)
+  return jax.make_mesh((1,) * len(axes), axes, devices=jax.devices()[:1],
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(axes))
+
+
 def rules(config) -> tuple:
   axes = set(config.mesh.axes)
   out = tuple((name, tuple(m) if isinstance(m, (list, tuple)) else m) for name, m in config.mesh.rules)

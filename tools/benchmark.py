@@ -105,9 +105,8 @@ def state_memory_per_device(config, mesh=None) -> int:
 def main(_):
   if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
     fsdp = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, -1, 1)))
-    one_device = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
-                               axis_types=(jax.sharding.AxisType.Auto,) * 3)
-    one = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, 1, 1)), one_device)
+    config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, 1, 1))
+    one = state_memory_per_device(config, sharding.single_device_mesh(config))
     print(f"MEMORY {one} {fsdp}")
     return
 
