@@ -213,24 +213,30 @@ def check_against_config(meta: Metadata, config, directory: str) -> None:
                      f"{config.num_segments}.")
 
 
+def _batches(source, transform, config, process_index: int | None, process_count: int | None):
+  """Seeded shuffle, repeat, this process's rows of each global batch of config.data.batch_size,
+  `transform` per record, batching and optional worker prefetch: the pipeline every input shares."""
+  c = config.data
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if c.batch_size % count:
+    raise ValueError(f"data.batch_size {c.batch_size} is not divisible by the {count} processes.")
+  ds = grain.MapDataset.source(source).seed(c.seed).shuffle().repeat()
+  ds = _ProcessRows(ds, c.batch_size, index, count).map(transform)
+  it = ds.batch(c.batch_size // count, drop_remainder=True).to_iter_dataset()
+  if c.get("num_workers", 0) > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.num_workers))
+  return it
+
+
 def latent_dataset(config, *, process_index: int | None = None, process_count: int | None = None):
   """The grain IterDataset of this process's batches: {'audio': [b, ...], 'video': [b, ...]}."""
   c = config.data
   meta = Metadata.read(c.dir)
   check_against_config(meta, config, c.dir)
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if c.batch_size % count:
-    raise ValueError(f"data.batch_size {c.batch_size} is not divisible by the {count} processes.")
   source = grain.sources.ArrayRecordDataSource([os.path.join(c.dir, s) for s in meta.shards])
-  ds = grain.MapDataset.source(source).seed(c.seed).shuffle().repeat()
-  ds = _ProcessRows(ds, c.batch_size, index, count)
-  ds = ds.map(_DecodeAndCheck(meta, c.get("normalize", True), c.dir))
-  ds = ds.batch(c.batch_size // count, drop_remainder=True)
-  it = ds.to_iter_dataset()
-  if c.get("num_workers", 0) > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.num_workers))
-  return it
+  return _batches(source, _DecodeAndCheck(meta, c.get("normalize", True), c.dir), config, process_index,
+                  process_count)
 
 
 # ============================================================================= streams for training
@@ -263,11 +269,11 @@ class SyntheticStream:
     return {"next_batch": self._next}
 
 
-class LatentStream:
-  """The grain pipeline over a latent directory, with its position as state."""
+class GrainStream:
+  """An iterator over a grain IterDataset with its position as state (what checkpoints save)."""
 
-  def __init__(self, config, state: dict | None = None):
-    self._it = iter(latent_dataset(config))
+  def __init__(self, dataset, state: dict | None = None):
+    self._it = iter(dataset)
     if state:
       self._it.set_state(state)
 
@@ -286,7 +292,7 @@ def input_stream(config, segments, state: dict | None = None):
   if config.data.kind == "gaussian":
     return SyntheticStream(config, segments, state)
   if config.data.kind == "latents":
-    return LatentStream(config, state)
+    return GrainStream(latent_dataset(config), state)
   raise ValueError(f"data.kind: unknown {config.data.kind!r}; expected 'gaussian' or 'latents'.")
 
 
@@ -310,25 +316,12 @@ def clip_dataset(config, keys, *, split: str | None = None, process_index: int |
   """The grain IterDataset of this process's batches of raw clips from config.data.dataset (tfds)."""
   c = config.data
   source, _ = datasets.data_source(c.dataset, split or c.split, c.tfds_dir or None)
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if c.batch_size % count:
-    raise ValueError(f"data.batch_size {c.batch_size} is not divisible by the {count} processes.")
-  ds = grain.MapDataset.source(source).seed(c.seed).shuffle().repeat()
-  ds = _ProcessRows(ds, c.batch_size, index, count).map(_ClipToFloat(keys))
-  it = ds.batch(c.batch_size // count, drop_remainder=True).to_iter_dataset()
-  if c.get("num_workers", 0) > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=c.num_workers))
-  return it
+  return _batches(source, _ClipToFloat(keys), config, process_index, process_count)
 
 
-class ClipStream(LatentStream):
+def clip_stream(config, keys, state: dict | None = None) -> GrainStream:
   """The grain pipeline over a clip data set's split (config.data.dataset / split), with its position."""
-
-  def __init__(self, config, keys, state: dict | None = None):
-    self._it = iter(clip_dataset(config, keys))
-    if state:
-      self._it.set_state(state)
+  return GrainStream(clip_dataset(config, keys), state)
 
 
 def write_synthetic_latents(config, directory: str, num_clips: int, *, num_shards: int = 2, seed: int = 0) -> Metadata:

@@ -131,7 +131,7 @@ def _video_tokenizer(config) -> Trainee:
 
   flops = 3 * _forward_flops(module, _tokenizer_init(module, shape), shape)
   return Trainee("video_tokenizer", module, {"video": shape}, _tokenizer_init(module, shape), loss,
-                 _summarize_scalars, lambda c, state: data.ClipStream(c, ("video",), state), flops)
+                 _summarize_scalars, lambda c, state: data.clip_stream(c, ("video",), state), flops)
 
 
 def _audio_tokenizer(config) -> Trainee:
@@ -149,7 +149,7 @@ def _audio_tokenizer(config) -> Trainee:
 
   flops = 3 * _forward_flops(module, _tokenizer_init(module, shape), shape)
   return Trainee("audio_tokenizer", module, {"audio": shape}, _tokenizer_init(module, shape), loss,
-                 _summarize_scalars, lambda c, state: data.ClipStream(c, ("audio",), state), flops)
+                 _summarize_scalars, lambda c, state: data.clip_stream(c, ("audio",), state), flops)
 
 
 def reconstruction_baseline(name: str, x: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ def test_iterator_state_restores_the_position(latents):
     next(it)
   state = json.loads(json.dumps(it.get_state()))                   # as the checkpoint stores it
   expected = [next(it) for _ in range(4)]
-  stream = data.LatentStream(config, state)
+  stream = data.GrainStream(data.latent_dataset(config), state)
   for e in expected:
     np.testing.assert_array_equal(next(stream)["video"], e["video"])
 
