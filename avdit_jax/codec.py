@@ -70,7 +70,7 @@ class Codec:
 
   def encode(self, frames: np.ndarray, waveforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [B, T, H, W, 3] and float [B, S] -> (audio latents [B, Ta, Ca], video latents [B, T', H', W', Cv])."""
-    video = jnp.asarray(frames, jnp.float32) / 127.5 - 1.0
+    video = jnp.asarray(media.frames_to_signed(frames))
     return (np.asarray(self._encode_audio(self.audio.params, jnp.asarray(waveforms, jnp.float32))),
             np.asarray(self._encode_video(self.video.params, video)))
 
@@ -78,8 +78,7 @@ class Codec:
     """Latents -> (uint8 frames [B, T, H, W, 3], float32 waveforms [B, S] in [-1, 1])."""
     video = np.asarray(self._decode_video(self.video.params, jnp.asarray(video_latents, jnp.float32)))
     audio = np.asarray(self._decode_audio(self.audio.params, jnp.asarray(audio_latents, jnp.float32)))
-    frames = np.clip(np.round((video + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return frames, np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return media.signed_to_frames(video), np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
 # ============================================================================= quality
@@ -95,23 +94,31 @@ def reconstruction_report(tok: Tokenizer, *, split: str | None = None, num_clips
   source, spec = datasets.data_source(c.data.dataset, split, c.data.tfds_dir or None)
   count = min(count, len(source))
   key = "video" if c.trainee == "video_tokenizer" else "audio"
+  if key == "video":
+    load = lambda row: media.frames_to_signed(row["video"])
+    score = lambda y, x: video_tok.psnr(jnp.asarray(y), jnp.asarray(x))
+  else:
+    n_fft = audio_tok.fft_sizes(spec.sample_rate)[1]
+    load = lambda row: np.asarray(row["audio"], np.float32)
+    score = lambda y, x: audio_tok.spectral.log_spectral_distance(jnp.asarray(y), jnp.asarray(x), n_fft)
   fn = jax.jit(lambda p, x: tok.module.apply({"params": p}, x)[0])
   model_scores, base_scores = [], []
   for start in range(0, count, 8):
-    rows = [source[i] for i in range(start, min(start + 8, count))]
-    if key == "video":
-      x = np.stack([r["video"] for r in rows]).astype(np.float32) / 127.5 - 1.0
-      score = lambda y: np.asarray(video_tok.psnr(jnp.asarray(y), jnp.asarray(x)))
-    else:
-      x = np.stack([r["audio"] for r in rows]).astype(np.float32)
-      n_fft = audio_tok.fft_sizes(spec.sample_rate)[1]
-      score = lambda y: np.asarray(audio_tok.spectral.log_spectral_distance(jnp.asarray(y), jnp.asarray(x), n_fft))
-    model_scores.append(score(fn(tok.params, jnp.asarray(x))))
-    base_scores.append(score(trainees.reconstruction_baseline(key, x)))
+    x = np.stack([load(source[i]) for i in range(start, min(start + 8, count))])
+    model_scores.append(np.asarray(score(fn(tok.params, jnp.asarray(x)), x)))
+    base_scores.append(np.asarray(score(clip_mean_baseline(key, x), x)))
   metric = "psnr_db" if key == "video" else "log_spectral_distance_db"
   return {"trainee": c.trainee, "step": tok.step, "split": split, "clips": count, "metric": metric,
           "model": float(np.mean(np.concatenate(model_scores))),
           "clip_mean_baseline": float(np.mean(np.concatenate(base_scores)))}
+
+
+def clip_mean_baseline(key: str, x: np.ndarray) -> np.ndarray:
+  """The trivial reconstruction a tokenizer must beat: each clip's mean (per pixel over time for video,
+  a constant for audio)."""
+  if key == "video":
+    return np.broadcast_to(x.mean(axis=1, keepdims=True), x.shape)
+  return np.broadcast_to(x.mean(axis=-1, keepdims=True), x.shape)
 
 
 def report_markdown(r: dict) -> str:

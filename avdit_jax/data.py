@@ -26,7 +26,7 @@ import numpy as np
 from array_record.python import array_record_module
 from flax import serialization
 
-from avdit_jax import datasets, factory
+from avdit_jax import datasets, factory, media
 
 FORMAT = "avdit_latents/v1"
 METADATA = "metadata.json"
@@ -305,7 +305,7 @@ class _ClipToFloat:
   def __call__(self, ex: dict) -> dict:
     out = {}
     if "video" in self.keys:
-      out["video"] = ex["video"].astype(np.float32) / 127.5 - 1.0
+      out["video"] = media.frames_to_signed(ex["video"])
     if "audio" in self.keys:
       out["audio"] = np.asarray(ex["audio"], np.float32)
     return out

@@ -67,6 +67,16 @@ def decode(path: str, sample_rate: int) -> Decoded:
   return Decoded(np.stack(frames)[order], times[order], np.concatenate(audio).astype(np.float32), sample_rate)
 
 
+def frames_to_signed(frames: np.ndarray) -> np.ndarray:
+  """uint8 frames -> float32 in [-1, 1], what the video tokenizer reads."""
+  return np.asarray(frames).astype(np.float32) / 127.5 - 1.0
+
+
+def signed_to_frames(x: np.ndarray) -> np.ndarray:
+  """float frames in [-1, 1] -> uint8 (rounded, clipped): the inverse of frames_to_signed."""
+  return np.clip(np.round((np.asarray(x) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
   """Centre crop to height:width, then resize (bilinear, antialiased): uint8 [height, width, 3]."""
   h, w = frame.shape[:2]

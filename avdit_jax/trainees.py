@@ -17,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from avdit_jax import clips, data, datasets, factory, monl
 from avdit_jax import model as avdit
@@ -151,10 +150,3 @@ def _audio_tokenizer(config) -> Trainee:
   return Trainee("audio_tokenizer", module, {"audio": shape}, _tokenizer_init(module, shape), loss,
                  _summarize_scalars, lambda c, state: data.clip_stream(c, ("audio",), state), flops)
 
-
-def reconstruction_baseline(name: str, x: np.ndarray) -> np.ndarray:
-  """The trivial reconstruction a tokenizer must beat: each clip's mean (per pixel over time for video,
-  a constant for audio)."""
-  if name == "video":
-    return np.broadcast_to(x.mean(axis=1, keepdims=True), x.shape)
-  return np.broadcast_to(x.mean(axis=-1, keepdims=True), x.shape)
