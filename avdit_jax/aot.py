@@ -21,9 +21,12 @@ from avdit_jax import factory, monl, sharding, train
 from avdit_jax import model as avdit
 from avdit_jax import sample as sampling
 
-# HBM per chip (GiB), by the device kind libtpu reports.
+# Per chip, by the device kind libtpu reports (longest matching prefix): HBM in GiB, and the bf16 peak
+# FLOP/s from public spec sheets (for the projection only).
 HBM_GIB = {"TPU v4": 32, "TPU v5 lite": 16, "TPU v5e": 16, "TPU v5": 95, "TPU v5p": 95, "TPU v6 lite": 32,
            "TPU v6e": 32}
+PEAK_BF16 = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12, "TPU v5p": 459e12,
+             "TPU v6 lite": 918e12, "TPU v6e": 918e12}
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
 
@@ -39,9 +42,14 @@ def topology_devices(name: str) -> list:
                      "(pip install -e '.[tpu]') and a name like 'v5e:2x2', 'v5p:4x4x4' or 'v6e:16x16'.") from e
 
 
-def hbm_bytes(device) -> int | None:
+def by_kind(table: dict, device):
+  """table's entry for the device's kind (longest matching prefix), or None."""
   kind = getattr(device, "device_kind", "")
-  gib = next((v for k, v in sorted(HBM_GIB.items(), key=lambda kv: -len(kv[0])) if kind.startswith(k)), None)
+  return next((v for k, v in sorted(table.items(), key=lambda kv: -len(kv[0])) if kind.startswith(k)), None)
+
+
+def hbm_bytes(device) -> int | None:
+  gib = by_kind(HBM_GIB, device)
   return None if gib is None else gib * 2**30
 
 
@@ -140,7 +148,7 @@ def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_ch
     trained["flops_note"] = sampled["flops_note"] = "scan unrolled by extrapolation from depth 1 and 2"
   chips = len(devices)
   hbm = hbm_bytes(devices[0])
-  peak = peak_flops_per_chip or PEAK_BF16.get(devices[0].device_kind)
+  peak = peak_flops_per_chip or by_kind(PEAK_BF16, devices[0])
   out = {"topology": topology, "chips": chips, "device_kind": devices[0].device_kind, "hbm_per_chip": hbm,
          "train": trained, "sample": sampled}
   for part in (trained, sampled):
@@ -150,11 +158,6 @@ def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_ch
     step_s = trained["analytic_flops"] / (chips * peak * mfu)
     out.update(projected_step_s=step_s, projected_examples_per_s=config.data.batch_size / step_s, mfu=mfu)
   return out
-
-
-# bf16 peak FLOP/s per chip (public spec sheets), for the projection only.
-PEAK_BF16 = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5": 459e12, "TPU v5p": 459e12,
-             "TPU v6 lite": 918e12, "TPU v6e": 918e12}
 
 
 def markdown_row(config_name: str, r: dict) -> str:

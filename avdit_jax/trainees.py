@@ -37,7 +37,6 @@ class Trainee:
   summarize: Callable[[dict], dict]
   stream: Callable[[ml_collections.ConfigDict, dict | None], Any]
   flops_per_example: float
-  objective: objective_lib.Objective | None = None     # the AVDiT's MoNL objective
 
 
 def for_config(config: ml_collections.ConfigDict) -> Trainee:
@@ -83,7 +82,7 @@ def _avdit(config) -> Trainee:
 
   flops = 3 * avdit.count_flops(avdit.layout_for(model, shapes["audio"], shapes["video"]), model, 1)
   return Trainee("avdit", model, shapes, init, loss, summarize,
-                 lambda c, state: data.input_stream(c, objective.segments, state), flops, objective)
+                 lambda c, state: data.input_stream(c, objective.segments, state), flops)
 
 
 # ============================================================================= tokenizers on clips
