@@ -1,7 +1,8 @@
 r"""Entry point: train and evaluate from a config file.
 
-  python -m avdit_jax.main --config=configs/quickstart.py --workdir=workdir/quickstart \
-      [--config.train.num_steps=100 ...]
+  python -m avdit_jax.main --config=configs/quickstart.py --workdir=workdir/quickstart    # the whole job
+  python -m avdit_jax.main --config=configs/gaussian.py --workdir=workdir/gaussian \
+      [--config.train.num_steps=100 ...]                                                  # one training run
 """
 
 import os
@@ -10,7 +11,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import codec, evaluation, factory, inference, train
+from avdit_jax import codec, evaluation, factory, inference, pipeline, train
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with an optional ':variant'.",
                                 lock_config=True)
@@ -36,6 +37,12 @@ def main(argv):
                  jax.local_device_count(), jax.device_count())
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
+  if "pipeline" in config:             # the whole job: data, tokenizers, latents, AVDiT, evaluation
+    if FLAGS.mode != "train":
+      raise app.UsageError(f"--mode={FLAGS.mode}: a pipeline config runs every stage; sample from it with "
+                           "tools/sample.py --workdir.")
+    pipeline.run(config, workdir)
+    return
   if FLAGS.mode == "sample":
     inference.sample_tasks(config, workdir)
     return

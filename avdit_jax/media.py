@@ -34,18 +34,20 @@ class Decoded:
     return float(min(last, len(self.audio) / self.sample_rate))
 
 
-def decode(path: str, sample_rate: int) -> Decoded:
-  """All frames (RGB) and the audio (mono float32, resampled to sample_rate) of a media file."""
+def decode(path: str, sample_rate: int, *, require_audio: bool = True) -> Decoded:
+  """All frames (RGB) and the audio (mono float32, resampled to sample_rate) of a media file. Without
+  `require_audio`, a file with no audio track decodes to silence of the video's length."""
   try:
     with av.open(path) as container:
       if not container.streams.video:
         raise MediaError(f"{path}: no video track.")
-      if not container.streams.audio:
+      if not container.streams.audio and require_audio:
         raise MediaError(f"{path}: no audio track.")
-      vstream, astream = container.streams.video[0], container.streams.audio[0]
+      vstream = container.streams.video[0]
+      astream = container.streams.audio[0] if container.streams.audio else None
       resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
       frames, times, audio = [], [], []
-      for packet in container.demux(vstream, astream):
+      for packet in container.demux(*[s for s in (vstream, astream) if s is not None]):
         for frame in packet.decode():
           if isinstance(frame, av.VideoFrame):
             frames.append(frame.to_ndarray(format="rgb24"))
@@ -53,16 +55,20 @@ def decode(path: str, sample_rate: int) -> Decoded:
                 vstream.average_rate or 1))
           else:
             audio.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(frame))
-      audio.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
+      if astream is not None:
+        audio.extend(r.to_ndarray().reshape(-1) for r in resampler.resample(None))
   except MediaError:
     raise
   except (av.FFmpegError, OSError, ValueError) as e:
     raise MediaError(f"{path}: cannot be decoded ({type(e).__name__}: {e}).") from e
   if not frames:
     raise MediaError(f"{path}: no decodable video frames.")
-  if not audio or sum(len(a) for a in audio) == 0:
-    raise MediaError(f"{path}: the audio track has no samples.")
   times = np.asarray(times) - times[0]
+  if astream is None:
+    step = np.median(np.diff(times)) if len(times) > 1 else 0.0
+    audio = [np.zeros(int(round((times.max() + step) * sample_rate)), np.float32)]
+  elif not audio or sum(len(a) for a in audio) == 0:
+    raise MediaError(f"{path}: the audio track has no samples.")
   order = np.argsort(times, kind="stable")
   return Decoded(np.stack(frames)[order], times[order], np.concatenate(audio).astype(np.float32), sample_rate)
 

@@ -97,13 +97,15 @@ def video_tokenizer_model(config) -> video_tok.VideoTokenizer:
   c = config.model
   return video_tok.VideoTokenizer(latent_channels=c.latent_channels, channels=c.channels,
                                   channel_mult=tuple(c.channel_mult), temporal_down=tuple(c.temporal_down),
-                                  num_res_blocks=c.num_res_blocks, regularizer=c.regularizer)
+                                  spatial_down=None if c.spatial_down is None else tuple(c.spatial_down),
+                                  patch_size=tuple(c.patch_size), num_res_blocks=c.num_res_blocks,
+                                  regularizer=c.regularizer)
 
 
 def audio_tokenizer_model(config) -> audio_tok.AudioTokenizer:
   c = config.model
   return audio_tok.AudioTokenizer(latent_channels=c.latent_channels, channels=c.channels,
-                                  strides=tuple(c.strides), regularizer=c.regularizer)
+                                  strides=tuple(c.strides), patch_size=c.patch_size, regularizer=c.regularizer)
 
 
 def _tokenizer_init(module, shape):

@@ -1,7 +1,7 @@
 r"""Runs the same command as N processes on this machine, each with its own CPU devices (multi-host rehearsal).
 
   python launch/local.py --num_processes=2 --devices_per_process=4 -- \
-      python -m avdit_jax.main --config=configs/quickstart.py --workdir=workdir/mp
+      python -m avdit_jax.main --config=configs/gaussian.py --workdir=workdir/mp
 
 Adds --multiprocess --coordinator_address --num_processes --process_id to each copy, prefixes its output
 with [pN], and exits with the first non-zero status (stopping the others).

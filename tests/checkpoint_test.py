@@ -29,7 +29,7 @@ def _config(**train_fields):
 
 
 def _main(workdir, *overrides, wait=True):
-  cmd = [sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test", f"--workdir={workdir}",
+  cmd = [sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py:test", f"--workdir={workdir}",
          f"--config.checkpoint.every_steps={K}", "--config.eval.tasks=()", *overrides]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   if wait:

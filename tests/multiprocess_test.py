@@ -24,7 +24,7 @@ def test_two_processes_match_one_and_their_checkpoint_resumes(tmp_path):
   data.write_synthetic_latents(_config(latents, 4), str(latents), 40, num_shards=2)
   two = tmp_path / "two"
   cmd = [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=4", "--",
-         sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test", f"--workdir={two}",
+         sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py:test", f"--workdir={two}",
          "--config.data.kind=latents", f"--config.data.dir={latents}", "--config.data.batch_size=8",
          "--config.checkpoint.every_steps=4", "--config.eval.tasks=()"]
   out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ from avdit_jax import evaluation, factory, monl, objective, train, trainees
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name="quickstart", arg=""):
+def load_config(name="gaussian", arg=""):
   return factory.load_config(os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
 
 
@@ -98,7 +98,7 @@ def test_bad_monl_config_raises_naming_the_field():
 def test_unknown_config_override_is_refused_by_name(tmp_path):
   import subprocess
   import sys
-  out = subprocess.run([sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test",
+  out = subprocess.run([sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py:test",
                         f"--workdir={tmp_path}", "--config.train.num_stpes=3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
@@ -109,7 +109,7 @@ def test_unknown_config_override_is_refused_by_name(tmp_path):
 def test_sample_mode_writes_every_task_from_the_checkpoint(tmp_path):
   import subprocess
   import sys
-  base = [sys.executable, "-m", "avdit_jax.main", "--config=configs/quickstart.py:test", f"--workdir={tmp_path}"]
+  base = [sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py:test", f"--workdir={tmp_path}"]
   out = subprocess.run(base + ["--mode=sample"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0 and "no checkpoint in" in out.stderr and "train first" in out.stderr
   assert subprocess.run(base, cwd=ROOT, capture_output=True, timeout=300).returncode == 0

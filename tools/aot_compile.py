@@ -1,7 +1,7 @@
 r"""Compile a config's train and sampling steps for TPU topologies on this CPU host, and report.
 
   python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16
-  python tools/aot_compile.py --config=configs/quickstart.py:test --topology=v5e:2x2 --config.mesh.shape='(1,-1,1)'
+  python tools/aot_compile.py --config=configs/gaussian.py:test --topology=v5e:2x2 --config.mesh.shape='(1,-1,1)'
   python tools/aot_compile.py --report        # the scaling report of WORKSPACE.md: every row of REPORT
 
 Needs libtpu (pip install -e ".[tpu]"), not a TPU. Prints per-chip memory (argument / output / temp) against

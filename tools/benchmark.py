@@ -84,8 +84,8 @@ def real_train_step(config):
 
 
 def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
-  """configs/quickstart.py at the benchmark's shapes."""
-  config = factory.load_config(os.path.join(ROOT, "configs", "quickstart.py"))
+  """configs/gaussian.py at the benchmark's shapes."""
+  config = factory.load_config(os.path.join(ROOT, "configs", "gaussian.py"))
   config.num_segments = segments
   config.model.variant, config.model.audio_patch, config.model.video_patch = variant, 1, (1, 2, 2)
   config.data.audio_shape, config.data.video_shape, config.data.batch_size = AUDIO_SHAPE, VIDEO_SHAPE, batch

@@ -1,7 +1,7 @@
 r"""Writes Gaussian-toy clips in the latent format, so training can run from files with no media at all.
 
-  python tools/make_synthetic_latents.py --config=configs/quickstart.py --out=workdir/latents --num_clips=512
-  python -m avdit_jax.main --config=configs/quickstart.py --workdir=workdir/from_files \
+  python tools/make_synthetic_latents.py --config=configs/gaussian.py --out=workdir/latents --num_clips=512
+  python -m avdit_jax.main --config=configs/gaussian.py --workdir=workdir/from_files \
       --config.data.kind=latents --config.data.dir=workdir/latents
 """
 

@@ -17,9 +17,9 @@ import numpy as np
 from avdit_jax.tokenizers import posterior, spectral
 
 
-def _kernel(out_axis: str = "embed"):
-  return nn.with_logical_partitioning(nn.initializers.variance_scaling(1.0, "fan_in", "uniform"),
-                                      (None, None, out_axis))
+def _kernel(out_axis: str = "embed", zero: bool = False):
+  init = nn.initializers.zeros if zero else nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+  return nn.with_logical_partitioning(init, (None, None, out_axis))
 
 
 class ResidualUnit(nn.Module):
@@ -29,7 +29,7 @@ class ResidualUnit(nn.Module):
   @nn.compact
   def __call__(self, x):
     h = nn.Conv(self.features, (7,), kernel_dilation=(self.dilation,), padding="SAME", kernel_init=_kernel())(nn.elu(x))
-    h = nn.Conv(self.features, (1,), kernel_init=_kernel())(nn.elu(h))
+    h = nn.Conv(self.features, (1,), kernel_init=_kernel(zero=True))(nn.elu(h))    # starts as the identity
     return x + h
 
 
@@ -37,10 +37,12 @@ class Encoder(nn.Module):
   channels: int
   strides: tuple
   out_features: int
+  patch_size: int
 
   @nn.compact
   def __call__(self, x):                        # [B, S]
-    x = nn.Conv(self.channels, (7,), padding="SAME", kernel_init=_kernel())(x[..., None])
+    x = x.reshape(x.shape[0], -1, self.patch_size)          # patch_size samples per step as channels
+    x = nn.Conv(self.channels, (7,), padding="SAME", kernel_init=_kernel())(x)
     for i, s in enumerate(self.strides):
       c = self.channels * 2**i
       for d in (1, 3, 9):
@@ -52,6 +54,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
   channels: int
   strides: tuple
+  patch_size: int
 
   @nn.compact
   def __call__(self, z):                        # [B, S / hop, C]
@@ -61,7 +64,8 @@ class Decoder(nn.Module):
       x = nn.ConvTranspose(c, (2 * s,), strides=(s,), padding="SAME", kernel_init=_kernel())(nn.elu(x))
       for d in (1, 3, 9):
         x = ResidualUnit(c, d)(x)
-    return nn.Conv(1, (7,), padding="SAME", kernel_init=_kernel("embed_out"))(nn.elu(x))[..., 0]
+    x = nn.Conv(self.patch_size, (7,), padding="SAME", kernel_init=_kernel("embed_out"))(nn.elu(x))
+    return x.reshape(x.shape[0], -1)
 
 
 class AudioTokenizer(nn.Module):
@@ -69,21 +73,22 @@ class AudioTokenizer(nn.Module):
   channels: int = 16
   strides: tuple = (2, 4, 5, 8)
   regularizer: str = "kl"
+  patch_size: int = 1           # samples per step before the first conv (a cheap first downsampling)
 
   def setup(self):
     posterior.check(self.regularizer, "audio tokenizer")
     out = posterior.num_outputs(self.latent_channels, self.regularizer)
-    self.encoder = Encoder(self.channels, tuple(self.strides), out)
-    self.decoder = Decoder(self.channels, tuple(self.strides))
+    self.encoder = Encoder(self.channels, tuple(self.strides), out, self.patch_size)
+    self.decoder = Decoder(self.channels, tuple(self.strides), self.patch_size)
 
   @property
   def hop(self) -> int:
-    return int(np.prod(self.strides))
+    return self.patch_size * int(np.prod(self.strides))
 
   def latent_shape(self, num_samples: int) -> tuple:
     if num_samples % self.hop:
       raise ValueError(f"audio tokenizer: {num_samples} samples is not a multiple of the hop {self.hop} "
-                       f"(strides {tuple(self.strides)}).")
+                       f"(patch_size {self.patch_size} x strides {tuple(self.strides)}).")
     return (num_samples // self.hop, self.latent_channels)
 
   def encode_moments(self, waveform):
@@ -111,10 +116,12 @@ def fft_sizes(sample_rate: int) -> tuple:
   return (base, 2 * base, 4 * base)
 
 
-def loss(model: AudioTokenizer, params, waveform, rng, *, sample_rate: int, kl_weight: float, stft_weight: float = 1.0):
-  """Per-batch loss and its parts: L1 + stft_weight * multi-res STFT + kl_weight * KL (per latent element)."""
+def loss(model: AudioTokenizer, params, waveform, rng, *, sample_rate: int, kl_weight: float, stft_weight: float = 1.0,
+         l1_weight: float = 1.0):
+  """Per-batch loss and its parts: l1_weight * L1 + stft_weight * multi-res STFT + kl_weight * KL (per latent
+  element). A waveform L1 alone pulls tones of unpredictable phase towards silence."""
   rec, kl = model.apply({"params": params}, waveform, rng)
   l1 = jnp.mean(jnp.abs(rec - waveform))
   stft = jnp.mean(spectral.multi_resolution_stft_loss(rec, waveform, fft_sizes(sample_rate)))
   kl = jnp.mean(kl) / np.prod(model.latent_shape(waveform.shape[-1]))
-  return l1 + stft_weight * stft + kl_weight * kl, {"l1": l1, "stft": stft, "kl": kl}
+  return l1_weight * l1 + stft_weight * stft + kl_weight * kl, {"l1": l1, "stft": stft, "kl": kl}

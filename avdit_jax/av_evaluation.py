@@ -1,0 +1,204 @@
+"""Every task of a trained AVDiT on held-out synthetic clips, scored against their ground truth.
+
+For each task the given portions come from a real clip; the model fills the rest; the latents are
+decoded to media and read by the probes (avdit_jax/probes.py). Scores (all lower is better):
+  a2v_sync_ms    bounces seen in generated video vs the bounces of the given sound (where audio is given)
+  v2a_sync_ms    onsets heard in generated audio vs the bounces of the given video (where video is given)
+  av_sync_ms     generated video bounces vs generated audio onsets (portions where both are generated)
+  colour_drift   Jaccard distance between the clip's colours and those in the generated frames
+  pitch_drift    share of the pitches heard in the generated audio that no ball of the clip has
+  pitch_colour   Jaccard distance between pitches heard and colours seen (joint generation)
+  av_align       AV-Align of the whole sample (metrics.av_align; the one score where higher is better)
+Each score sits next to baselines run through the same probes: an untrained AVDiT through the same
+sampler, and real clips in a shuffled pairing (clip i's given portions with clip i+1's media: real
+content with no relation to the condition). 'tokenizer' is the real clip decoded from its latents,
+the best any sample can do through this tokenizer pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from avdit_jax import clips, codec, data, datasets, factory, inference, metrics, monl, probes, trainees
+from avdit_jax import sample as sampling
+
+SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align")
+SYSTEMS = ("model", "untrained", "shuffled", "tokenizer")
+
+
+def truth_events(row: dict) -> list[tuple[float, int]]:
+  return [(float(t), int(row["colour_ids"][o])) for t, o in zip(row["collision_times"], row["collision_objects"])]
+
+
+def segment_windows(spec: clips.ClipSpec, segments: monl.FrameSegments) -> list[tuple[float, float]]:
+  """The seconds each segment covers (from the video latent frames; the audio's cover the same):
+  latent k spans [((k-1)r + 1) / fps, (kr + 1) / fps), latent 0 included (its r - 1 frames before the
+  first are the audio lead)."""
+  r, fps = spec.temporal_ratio, spec.frame_rate
+  out = []
+  for s in range(segments.num_segments):
+    ks = np.flatnonzero(segments.video == s)
+    out.append((((ks.min() - 1) * r + 1) / fps, (ks.max() * r + 1) / fps))
+  return out
+
+
+def _in(events, windows):
+  return [e for e in events if any(lo <= e[0] < hi for lo, hi in windows)]
+
+
+def score_sample(mask: np.ndarray, frames: np.ndarray, audio: np.ndarray, row: dict, spec: clips.ClipSpec,
+                 windows: list, radius_px: float) -> dict:
+  """The scores of one sample (uint8 frames, waveform) of a task given by mask [M, N] on clip `row`."""
+  fps = spec.frame_rate
+  visible = (0.5 / fps, (spec.num_frames - 1.5) / fps)     # a bounce needs a frame on either side
+  clip_v = lambda w: [(max(lo, visible[0]), min(hi, visible[1])) for lo, hi in w]
+  given_a, given_v = mask[monl.AUDIO], mask[monl.VIDEO]
+  truth = truth_events(row)
+  out = {}
+  a2v = [windows[s] for s in range(len(windows)) if given_a[s] and not given_v[s]]
+  v2a = [windows[s] for s in range(len(windows)) if given_v[s] and not given_a[s]]
+  both = [windows[s] for s in range(len(windows)) if not given_a[s] and not given_v[s]]
+  bounces = probes.video_bounces(frames, fps, radius_px)
+  onsets = probes.audio_onsets(audio, spec)
+  if a2v:
+    w = clip_v(a2v)
+    out["a2v_sync_ms"] = probes.event_distance_ms(_in(truth, w), _in(bounces, w))
+  if v2a:
+    w = clip_v(v2a)                                         # the given video shows bounces only there
+    out["v2a_sync_ms"] = probes.event_distance_ms(_in(truth, w), _in(onsets, w))
+  if both:
+    w = clip_v(both)
+    out["av_sync_ms"] = probes.event_distance_ms(_in(bounces, w), _in(onsets, w))
+  colours = set(int(c) for c in row["colour_ids"])
+  gen_frames = [f for f in range(spec.num_frames) if any(lo <= f / fps < hi for lo, hi in
+                                                         [windows[s] for s in np.flatnonzero(~given_v)])]
+  gen_samples = np.zeros(len(audio), bool)
+  t = np.arange(len(audio)) / spec.sample_rate - spec.audio_lead
+  for s in np.flatnonzero(~given_a):
+    gen_samples |= (t >= windows[s][0]) & (t < windows[s][1])
+  seen = probes.colours_present(frames[gen_frames]) if gen_frames else set()
+  heard = probes.pitches_present(audio[gen_samples], spec) if gen_samples.any() else set()
+  if mask.any():                                            # something is given: identity must carry over
+    if gen_frames:
+      out["colour_drift"] = probes.jaccard_distance(colours, seen)
+    if gen_samples.any():
+      out["pitch_drift"] = len(heard - colours) / max(len(heard), 1)
+  else:
+    out["pitch_colour"] = probes.jaccard_distance(heard, seen)
+  out["av_align"] = metrics.av_align(frames, audio[spec.lead_samples:], fps, spec.sample_rate)
+  return out
+
+
+def load_clips(dataset: str, split: str, tfds_dir: str, count: int) -> tuple[list[dict], clips.ClipSpec]:
+  source, spec = datasets.data_source(dataset, split, tfds_dir)
+  if "collision_times" not in source[0]:
+    raise ValueError(f"{dataset}: the evaluation needs ground truth (synthetic_av); {split} has none.")
+  return [source[i] for i in range(min(count, len(source)))], spec
+
+
+class Normalizer:
+  """The latent directory's per-channel statistics: what the AVDiT was trained on."""
+
+  def __init__(self, meta: data.Metadata):
+    n = meta.normalization
+    self.am, self.asd, self.vm, self.vsd = (np.asarray(n[k], np.float32) for k in
+                                            ("audio_mean", "audio_std", "video_mean", "video_std"))
+
+  def to_model(self, audio, video):
+    return (audio - self.am) / self.asd, (video - self.vm) / self.vsd
+
+  def from_model(self, audio, video):
+    return np.asarray(audio) * self.asd + self.am, np.asarray(video) * self.vsd + self.vm
+
+
+def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec, meta: data.Metadata,
+             eval_config, *, dataset: str, tfds_dir: str, media_dir: str | None) -> dict:
+  """{task: {system: {score: mean over clips}}} plus '_clips' and '_step'."""
+  rows, spec = load_clips(dataset, eval_config.split, tfds_dir, eval_config.num_clips)
+  if spec != pair.spec:
+    raise ValueError(f"{dataset}/{eval_config.split}: clips {spec} are not the tokenizers' grid {pair.spec}.")
+  params, model, step = inference.load_params(config, run_dir, use_ema=config.eval.use_ema)
+  untrained = nn.unbox(trainees.for_config(config).init(config.seed + 1))
+  sampler = factory.sampler(config)
+  windows = segment_windows(spec, sampler.segments)
+  radius_px = _radius_px(dataset, tfds_dir, spec)
+  norm = Normalizer(meta)
+  frames = np.stack([r["video"] for r in rows])
+  audio = np.stack([r["audio"] for r in rows])
+  real_a, real_v = pair.encode(frames, audio)
+  real_frames, real_audio = pair.decode(real_a, real_v)
+  cond_a, cond_v = (jnp.asarray(x) for x in norm.to_model(real_a, real_v))
+  samplers = {}                                             # (system, unconditional task) -> sampler
+
+  def run(name, mask):
+    key = (name, not mask.any())
+    if key not in samplers:
+      p = params if name == "model" else untrained
+      samplers[key] = sampling.make_sampler(lambda a, v, t: model.apply({"params": p}, a, v, t),
+                                            unconditional(sampler) if key[1] else sampler)
+    return samplers[key]
+  shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
+  results = {"_clips": len(rows), "_step": step}
+  for i, task in enumerate(config.eval.tasks):
+    mask = factory.task(task, config.num_segments)
+    cond = sampling.make_condition(unconditional(sampler) if not mask.any() else sampler, mask, cond_a, cond_v)
+    media_of = {"tokenizer": (real_frames, real_audio), "shuffled": (shift(real_frames), shift(real_audio))}
+    for name in ("model", "untrained"):
+      gen_a, gen_v = run(name, mask)(cond, jax.random.PRNGKey(eval_config.seed + i))
+      media_of[name] = pair.decode(*norm.from_model(gen_a, gen_v))
+    results[task] = {}
+    for name in SYSTEMS:
+      f, a = media_of[name]
+      per_clip = [score_sample(mask, f[k], a[k], rows[k], spec, windows, radius_px) for k in range(len(rows))]
+      results[task][name] = {s: float(np.mean([p[s] for p in per_clip])) for s in SCORES if s in per_clip[0]}
+    logging.info("task %s: %s", task, results[task]["model"])
+    if media_dir:
+      _write_task_media(os.path.join(media_dir, task.replace(":", "_")), media_of["model"], (frames, audio),
+                        mask, spec, eval_config.media_per_task)
+  return results
+
+
+def unconditional(sampler: sampling.SamplerConfig) -> sampling.SamplerConfig:
+  """Joint generation has no given portion to drop, so no guidance."""
+  return dataclasses.replace(sampler, guidance=0.0)
+
+
+def _radius_px(dataset: str, tfds_dir: str, spec: clips.ClipSpec) -> float:
+  config = datasets.builder(dataset, tfds_dir).builder_config
+  return float(config.scene.radius * spec.height)
+
+
+def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: clips.ClipSpec, count: int) -> None:
+  os.makedirs(directory, exist_ok=True)
+  for k in range(min(count, len(generated[0]))):
+    codec.write_media(os.path.join(directory, f"{k}_sample"), generated[0][k], generated[1][k], spec)
+    if mask.any():
+      codec.write_media(os.path.join(directory, f"{k}_input"), given[0][k], given[1][k], spec)
+
+
+def markdown(results: dict, *, elapsed_s: float | None = None) -> str:
+  lines = [f"# Quickstart report: every task on {results['_clips']} held-out synthetic clips "
+           f"(AVDiT step {results['_step']})", "",
+           "Lower is better except for av_align. sync: ms between matched bounce events (a missing or extra event "
+           f"costs {probes.EVENT_CAP_S * 1000:.0f} ms); drift and pitch_colour: set distances in [0, 1].",
+           "'untrained': an untrained AVDiT through the same sampler; 'shuffled': real clips paired with "
+           "another clip's given portions; 'tokenizer': the real clip through the tokenizers (the floor).", ""]
+  for task, by_system in results.items():
+    if task.startswith("_"):
+      continue
+    names = [s for s in SCORES if s in by_system["model"]]
+    lines += [f"## {task}", "", "| score | " + " | ".join(SYSTEMS) + " |", "|---" * (len(SYSTEMS) + 1) + "|"]
+    for s in names:
+      lines.append(f"| {s} | " + " | ".join(f"{by_system[n][s]:.3g}" for n in SYSTEMS) + " |")
+    lines.append("")
+  if elapsed_s is not None:
+    lines.append(f"The whole job took {elapsed_s / 60:.1f} minutes.")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""The main job, stage by stage: clips -> tokenizers -> latents -> AVDiT -> every task -> report.
+
+  WORKDIR/tfds             the clip data set (built here when it is a synthetic one)
+  WORKDIR/video_tokenizer  a training run (train.py), with report.md
+  WORKDIR/audio_tokenizer  a training run, with report.md
+  WORKDIR/latents/train    the tokenized training split (avdit_jax/data.py format)
+  WORKDIR/avdit            the AVDiT training run on those latents
+  WORKDIR/samples/<task>/  mp4 (video + audio), frame strip and spectrogram per sample, next to its input
+  WORKDIR/report.md        the evaluation (avdit_jax/av_evaluation.py)
+
+Every stage resumes: a finished training run or tokenized split is reused as it is, so a rerun after an
+interruption picks up where it stopped. Each stage logs its progress with an ETA.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+from absl import logging
+
+from avdit_jax import av_evaluation, codec, data, datasets, train
+
+STAGES = ("data", "video_tokenizer", "audio_tokenizer", "tokenize", "avdit", "evaluate")
+
+
+def _stage(i: int, name: str, started: float) -> None:
+  logging.info("=== stage %d/%d: %s (%.0fs into the job)", i + 1, len(STAGES), name, time.time() - started)
+
+
+def tokenizer_config(config: ml_collections.ConfigDict, name: str, tfds_dir: str) -> ml_collections.ConfigDict:
+  sub = ml_collections.ConfigDict(config[name].to_dict())
+  sub.data.dataset, sub.data.tfds_dir = config.pipeline.dataset, tfds_dir
+  return sub
+
+
+def avdit_config(config: ml_collections.ConfigDict, latents: str, meta: data.Metadata) -> ml_collections.ConfigDict:
+  sub = ml_collections.ConfigDict(config.avdit.to_dict())
+  sub.data.update(kind="latents", dir=latents, audio_shape=meta.audio_shape, video_shape=meta.video_shape)
+  return sub
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Runs (or resumes) every stage; returns the report's path."""
+  started = time.time()
+  tfds_dir = config.pipeline.tfds_dir or os.path.join(workdir, "tfds")
+  _stage(0, f"data set {config.pipeline.dataset}", started)
+  datasets.prepare(config.pipeline.dataset, tfds_dir)
+
+  tokenizers = {}
+  for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
+    _stage(i, name, started)
+    sub, run_dir = tokenizer_config(config, name, tfds_dir), os.path.join(workdir, name)
+    train.train_and_evaluate(sub, run_dir)
+    tokenizers[name] = codec.load(run_dir)
+    if jax.process_index() == 0:
+      report = codec.report_markdown(codec.reconstruction_report(tokenizers[name]))
+      with open(os.path.join(run_dir, "report.md"), "w") as f:
+        f.write(report)
+      logging.info("%s", report)
+  pair = codec.Codec(tokenizers["video_tokenizer"], tokenizers["audio_tokenizer"])
+
+  _stage(3, "tokenize the training split", started)
+  latents = os.path.join(workdir, "latents", "train")
+  meta = codec.tokenize_split(pair, config.pipeline.dataset, "train", tfds_dir, latents,
+                              num_segments=config.avdit.num_segments,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+  if meta is None:                      # other processes: wait for process 0's metadata
+    while not os.path.exists(os.path.join(latents, data.METADATA)):
+      time.sleep(1.0)
+    meta = data.Metadata.read(latents)
+
+  _stage(4, "AVDiT with MoNL on the latents", started)
+  sub = avdit_config(config, latents, meta)
+  train.train_and_evaluate(sub, os.path.join(workdir, "avdit"))
+
+  _stage(5, "sample every task and evaluate", started)
+  path = os.path.join(workdir, "report.md")
+  if jax.process_index() == 0:
+    results = av_evaluation.evaluate(sub, os.path.join(workdir, "avdit"), pair, meta, config.eval,
+                                     dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
+                                     media_dir=os.path.join(workdir, "samples"))
+    report = av_evaluation.markdown(results, elapsed_s=time.time() - started)
+    with open(path, "w") as f:
+      f.write(report)
+    print(report)
+  logging.info("the job took %.0fs; report: %s", time.time() - started, path)
+  return path

@@ -1,0 +1,64 @@
+"""The ground-truth probes read the synthetic clips right, and the scores built on them separate synced from
+shuffled pairs."""
+
+import numpy as np
+import pytest
+
+from avdit_jax import av_evaluation, clips, monl, probes, synthetic_av
+
+SPEC = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
+SCENE = synthetic_av.Scene(clip=SPEC, radius=0.12)
+RADIUS_PX = 0.12 * 32
+
+
+@pytest.fixture(scope="module")
+def rows():
+  return [synthetic_av.make_clip(SCENE, 0, i) for i in range(16)]
+
+
+def test_event_distance_and_jaccard_math():
+  ref = [(0.10, 1), (0.50, 2)]
+  det = [(0.12, 1), (0.90, 2), (0.30, 3)]
+  # ref: 20 ms, 400 ms; det: 20 ms, 400 ms, capped 500 ms (no colour 3 in ref)
+  assert probes.event_distance_ms(ref, det) == pytest.approx(1000 * (0.02 + 0.4 + 0.02 + 0.4 + 0.5) / 5)
+  assert probes.event_distance_ms([], []) == 0.0
+  assert probes.event_distance_ms(ref, []) == pytest.approx(500.0)
+  assert probes.jaccard_distance({1, 2}, {2, 3}) == pytest.approx(1 - 1 / 3)
+  assert probes.jaccard_distance(set(), set()) == 0.0
+
+
+def test_probes_recover_the_ground_truth(rows):
+  lo, hi = 0.5 / SPEC.frame_rate, (SPEC.num_frames - 1.5) / SPEC.frame_rate
+  video_err, audio_err = [], []
+  for row in rows:
+    truth = av_evaluation.truth_events(row)
+    video_err.append(probes.event_distance_ms(probes.in_window(truth, lo, hi),
+                                              probes.in_window(probes.video_bounces(row["video"], 8.0, RADIUS_PX), lo, hi)))
+    audio_err.append(probes.event_distance_ms(truth, probes.audio_onsets(row["audio"], SPEC)))
+    colours = set(row["colour_ids"].tolist())
+    assert probes.colours_present(row["video"]) == colours
+    assert probes.pitches_present(row["audio"], SPEC) <= colours
+  # Video bounces are frame-quantised (+-62 ms at 8 fps); audio onsets are within a few ms.
+  assert np.mean(video_err) < 100, video_err
+  assert np.mean(audio_err) < 30, audio_err
+
+
+def test_scores_separate_synced_from_shuffled(rows):
+  segments = monl.FrameSegments(audio=np.repeat(np.arange(3), 25).astype(np.int32),
+                                video=np.arange(3, dtype=np.int32))
+  windows = av_evaluation.segment_windows(SPEC, segments)
+  assert windows[0] == (-3 / 8, 1 / 8) and windows[2] == (5 / 8, 9 / 8)
+  for task in ("a2v", "v2a"):
+    mask = monl.task_mask(task, 3)
+    key = f"{task}_sync_ms"
+    synced = [av_evaluation.score_sample(mask, r["video"], r["audio"], r, SPEC, windows, RADIUS_PX)[key] for r in rows]
+    shuffled = [av_evaluation.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)[key]
+                for r, o in zip(rows, rows[1:] + rows[:1])]
+    assert np.mean(synced) < 0.5 * np.mean(shuffled), (task, np.mean(synced), np.mean(shuffled))
+  # Identity: a continuation that keeps the clip's balls has no drift; another clip's balls do.
+  mask = monl.task_mask("av_continue", 3, 1)
+  same = [av_evaluation.score_sample(mask, r["video"], r["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
+          for r in rows]
+  other = [av_evaluation.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
+           for r, o in zip(rows, rows[1:] + rows[:1])]
+  assert np.mean(same) == 0.0 and np.mean(other) > 0.3

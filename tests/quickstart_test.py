@@ -1,0 +1,104 @@
+"""The main job end to end (configs/quickstart.py:test) and the sampling CLI on its run."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from avdit_jax import clips, generate, media, synthetic_av
+
+pytestmark = pytest.mark.xdist_group("tokenizers")
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _playable(path: str, spec: clips.ClipSpec):
+  got = media.stream_durations(path)
+  assert got["frames"] == spec.num_frames, (path, got)
+  assert got["video"] == pytest.approx(spec.video_seconds), (path, got)
+  assert got["audio"] == pytest.approx(spec.video_seconds, abs=0.15), (path, got)   # AAC pads its last frame
+
+
+def test_quickstart_leaves_media_for_every_task_and_a_report(quickstart_run):
+  root, config, report_path = quickstart_run
+  run = generate.Run.load(str(root))
+  for task in config.avdit.eval.tasks:
+    folder = os.path.join(root, "samples", task.replace(":", "_"))
+    _playable(os.path.join(folder, "0_sample.mp4"), run.spec)
+    for suffix in ("_frames.png", "_spectrogram.png"):
+      assert os.path.getsize(os.path.join(folder, "0_sample" + suffix)) > 0
+    assert os.path.exists(os.path.join(folder, "0_input.mp4")) == (task != "joint")
+  report = open(report_path).read()
+  for task in config.avdit.eval.tasks:
+    assert f"## {task}" in report
+  assert "| a2v_sync_ms |" in report and "| v2a_sync_ms |" in report and "untrained | shuffled" in report
+
+
+@pytest.fixture(scope="module")
+def foreign_mp4(tmp_path_factory):
+  """A user's file on another grid: 12 fps, 48x40 pixels, 16 kHz, 2 s, made from synthetic clips."""
+  spec = clips.ClipSpec(num_frames=25, frame_rate=12.0, height=48, width=40, sample_rate=16000, temporal_ratio=3)
+  clip = synthetic_av.make_clip(synthetic_av.Scene(clip=spec, radius=0.12), 0, 7)
+  root = tmp_path_factory.mktemp("user")
+  path = str(root / "user.mp4")
+  media.write_mp4(path, clip["video"], spec.frame_rate, clip["audio"][spec.lead_samples:], spec.sample_rate)
+  silent = str(root / "silent.mp4")
+  media.write_mp4(silent, clip["video"], spec.frame_rate)
+  short = str(root / "short.mp4")
+  media.write_mp4(short, clip["video"][:6], spec.frame_rate, clip["audio"][spec.lead_samples:][:8000], spec.sample_rate)
+  return {"user": path, "silent": silent, "short": short}
+
+
+TASKS = ("joint", "a2v", "v2a", "av_continue:1", "av_inpaint:1:1", "audio_continue:1", "video_continue:1",
+         "audio:all,video:0")
+
+
+@pytest.fixture(scope="module")
+def run(quickstart_run):
+  return generate.Run.load(str(quickstart_run[0]))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sampler_runs_every_task_on_a_foreign_mp4(run, foreign_mp4, task, tmp_path):
+  written = generate.sample_to_files(run, task, str(tmp_path), input_path=foreign_mp4["user"], num_steps=2)
+  spec = run.spec
+  _playable(written[0]["sample"]["mp4"], spec)
+  if task != "joint":
+    _playable(written[0]["input"]["mp4"], spec)
+    _playable(written[0]["side_by_side"]["mp4"], spec)
+
+
+def test_sampler_long_form_and_video_only_input(run, foreign_mp4, tmp_path):
+  seconds = 2 * run.spec.video_seconds
+  written = generate.sample_to_files(run, "av_continue:1", str(tmp_path), input_path=foreign_mp4["user"],
+                                     seconds=seconds, num_steps=2)
+  got = media.stream_durations(written[0]["sample"]["mp4"])
+  assert got["video"] >= seconds - 1e-6 and got["audio"] == pytest.approx(got["video"], abs=0.15)
+  # v2a needs no audio track: a silent file conditions it.
+  generate.sample_to_files(run, "v2a", str(tmp_path / "v2a"), input_path=foreign_mp4["silent"], num_steps=2)
+
+
+def test_sampler_errors_name_the_problem(run, foreign_mp4, tmp_path):
+  with pytest.raises(media.MediaError, match="no audio track"):
+    generate.sample_to_files(run, "a2v", str(tmp_path), input_path=foreign_mp4["silent"], num_steps=2)
+  with pytest.raises(media.MediaError, match="to condition on"):
+    generate.sample_to_files(run, "a2v", str(tmp_path), input_path=foreign_mp4["short"], num_steps=2)
+  with pytest.raises(ValueError, match="needs an input"):
+    generate.sample_to_files(run, "a2v", str(tmp_path), num_steps=2)
+  with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    generate.sample_to_files(str(tmp_path), "joint", str(tmp_path / "out"))
+  # The CLI turns them into a usage error that names the flags.
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sample.py"), f"--workdir={tmp_path}",
+                        "--task=joint", f"--out={tmp_path / 'cli'}"], capture_output=True, text=True, cwd=ROOT)
+  assert out.returncode != 0 and "--workdir" in out.stderr and "no checkpoints" in out.stderr
+
+
+def test_decoded_long_latents_keep_the_clip_grid(run):
+  spec = run.spec_for(5)
+  assert spec.num_frames == 1 + run.spec.temporal_ratio * 4
+  a = np.zeros((1, spec.latent_frames * (run.pair.audio_latent_shape[0] // run.spec.latent_frames),
+                run.pair.audio_latent_shape[1]), np.float32)
+  v = np.zeros((1, 5, *run.pair.video_latent_shape[1:]), np.float32)
+  frames, audio = run.decode(a, v)
+  assert frames.shape[1] == spec.num_frames and audio.shape[1] == spec.audio_samples
