@@ -145,7 +145,8 @@ def _audio_tokenizer(config) -> Trainee:
 
   def loss(params, batch, rng):
     return audio_tok.loss(module, params, batch["audio"], rng, sample_rate=spec.sample_rate,
-                          kl_weight=config.loss.kl_weight, stft_weight=config.loss.stft_weight)
+                          kl_weight=config.loss.kl_weight, stft_weight=config.loss.stft_weight,
+                          l1_weight=config.loss.l1_weight)
 
   flops = 3 * _forward_flops(module, _tokenizer_init(module, shape), shape)
   return Trainee("audio_tokenizer", module, {"audio": shape}, _tokenizer_init(module, shape), loss,

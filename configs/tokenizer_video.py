@@ -41,9 +41,10 @@ def get_config(arg: str = ""):
   elif arg == "test":
     c.data.dataset = "synthetic_av/tiny"
     c.data.batch_size = 8
-    c.train.num_steps = 200               # enough to fit the 8 tiny clips well (tests/tokenizers_test.py)
+    c.train.num_steps = 400               # enough to fit the 8 tiny clips (tests/tokenizers_test.py)
+    c.optim.lr = 3e-3
     c.train.log_every = 50
-    c.checkpoint.every_steps = 100
+    c.checkpoint.every_steps = 400
     c.eval.num_clips = 4
   elif arg:
     raise ValueError(f"configs/tokenizer_video.py: unknown variant {arg!r}; expected '', 'paper' or 'test'.")
