@@ -121,6 +121,14 @@ def clip_mean_baseline(key: str, x: np.ndarray) -> np.ndarray:
   return np.broadcast_to(x.mean(axis=-1, keepdims=True), x.shape)
 
 
+def write_report(tok: Tokenizer, workdir: str) -> str:
+  """The reconstruction report of a loaded tokenizer run as markdown, written to WORKDIR/report.md."""
+  report = report_markdown(reconstruction_report(tok))
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(report)
+  return report
+
+
 def report_markdown(r: dict) -> str:
   better = "higher" if r["metric"] == "psnr_db" else "lower"
   return (f"# {r['trainee']}: reconstruction on {r['clips']} {r['split']} clips (step {r['step']})\n\n"

@@ -49,10 +49,7 @@ def main(argv):
   state = train.train_and_evaluate(config, workdir)
   if config.get("trainee", "avdit") != "avdit":
     if jax.process_index() == 0:
-      report = codec.report_markdown(codec.reconstruction_report(codec.load(workdir, use_ema=True)))
-      with open(os.path.join(workdir, "report.md"), "w") as f:
-        f.write(report)
-      print(report)
+      print(codec.write_report(codec.load(workdir, use_ema=True), workdir))
     return
   if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
     model = factory.model(config)

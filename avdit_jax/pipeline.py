@@ -56,10 +56,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     train.train_and_evaluate(sub, run_dir)
     tokenizers[name] = codec.load(run_dir)
     if jax.process_index() == 0:
-      report = codec.report_markdown(codec.reconstruction_report(tokenizers[name]))
-      with open(os.path.join(run_dir, "report.md"), "w") as f:
-        f.write(report)
-      logging.info("%s", report)
+      logging.info("%s", codec.write_report(tokenizers[name], run_dir))
   pair = codec.Codec(tokenizers["video_tokenizer"], tokenizers["audio_tokenizer"])
 
   _stage(3, "tokenize the training split", started)
