@@ -404,6 +404,17 @@ def make_model(variant: str = "S", **overrides) -> AVDiT:
   return AVDiT(**fields)
 
 
+def _block_flops(layout: TokenLayout, model: AVDiT) -> float:
+  """Forward matmul FLOPs of one block on one example."""
+  d = model.width
+  length = layout.num_audio_tokens + layout.num_video_tokens
+  hidden = int(d * model.mlp_ratio)
+  attention = 2 * 2 * length * length * d
+  cond_rows = {"segment": monl.NUM_MODALITIES * model.num_segments, "token": length, "example": 1}[model.modulation]
+  adaln = 2 * cond_rows * d * 6 * d
+  return 2 * length * (4 * d * d + 2 * d * hidden) + attention + adaln
+
+
 def count_flops(layout: TokenLayout, model: AVDiT, batch: int) -> float:
   """Analytic forward matmul FLOPs (2 per multiply-add) of the model on one batch.
 
@@ -412,13 +423,19 @@ def count_flops(layout: TokenLayout, model: AVDiT, batch: int) -> float:
   """
   d, depth = model.width, model.depth
   length = layout.num_audio_tokens + layout.num_video_tokens
-  hidden = int(d * model.mlp_ratio)
-  per_block = 2 * length * (4 * d * d + 2 * d * hidden) + 2 * 2 * length * length * d
+  per_block = _block_flops(layout, model)
   cells = monl.NUM_MODALITIES * model.num_segments
   cond_rows = {"segment": cells, "token": length, "example": 1}[model.modulation]
-  per_block += 2 * cond_rows * d * 6 * d                      # adaLN projection
   (ta, ca), (tv, h, w, cv) = layout.audio_shape, layout.video_shape
   patch_io = 2 * 2 * (ta * ca + tv * h * w * cv) * d           # patch embeddings in, heads out
   final_modulation = 2 * cond_rows * d * 2 * d
   t_embed = 2 * cells * (256 * d + d * d)
   return float(batch * (depth * per_block + patch_io + final_modulation + t_embed))
+
+
+def count_remat_flops(layout: TokenLayout, model: AVDiT, batch: int) -> float:
+  """Forward matmul FLOPs that the backward pass recomputes under model.remat: the whole blocks for 'full',
+  none otherwise. Training then runs 3 x forward + this: the hardware FLOPs, next to the 3 x forward model
+  FLOPs of MFU. 'dots' keeps every matmul output; under 'dots_no_batch' XLA was measured (on CPU) to add
+  about a tenth of attention's batched matmuls, which this leaves out (tests/model_test.py)."""
+  return float(batch * model.depth * _block_flops(layout, model)) if model.remat == "full" else 0.0

@@ -156,6 +156,20 @@ def test_analytic_flops_match_xla_forward_count():
   assert 0.9 < analytic / xla < 1.1, (analytic, xla)
 
 
+def test_analytic_remat_recompute_matches_what_xla_adds():
+  """The FLOPs that full remat adds to a gradient step, by XLA's count, are count_remat_flops' (within 10%)."""
+  kw = dict(num_segments=4, audio_patch=1, video_patch=(1, 2, 2), depth=2)
+  shapes = ((64, 8), (4, 16, 16, 4), 2)
+  plain, rematted = avdit.make_model("S", **kw), avdit.make_model("S", remat="full", **kw)
+  added = _train_step_flops(rematted, *shapes) - _train_step_flops(plain, *shapes)
+  analytic = avdit.count_remat_flops(avdit.layout_for(rematted, *shapes[:2]), rematted, batch=2)
+  assert analytic > 0 and 0.9 < added / analytic < 1.1, (added, analytic)
+  assert avdit.count_remat_flops(avdit.layout_for(plain, *shapes[:2]), plain, batch=2) == 0
+  # 'dots_no_batch' keeps the dense layers' outputs: XLA adds a small fraction of the blocks' work.
+  partial = avdit.make_model("S", remat="dots_no_batch", **kw)
+  assert _train_step_flops(partial, *shapes) - _train_step_flops(plain, *shapes) < 0.25 * analytic
+
+
 def test_bad_shapes_and_settings_raise_clear_errors():
   a, v, t = _inputs()
   m = _model()

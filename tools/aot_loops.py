@@ -1,34 +1,28 @@
-r"""Which matmuls XLA put in while loops (windowed einsums) when compiling for a TPU topology, and why the
-cost analysis undercounts them (it counts a loop body once).
+r"""The while loops of a config's train and sampling steps compiled for a TPU topology: their trip counts,
+the matmul FLOPs of one iteration and the op they came from. XLA's cost analysis counts a loop body once;
+this shows what that leaves out, e.g. the windowed einsums (collective matmuls) that XLA makes of FSDP's
+all-gathers on v5e:4x4.
 
   python tools/aot_loops.py --config=configs/paper.py:b,v5e --topology=v5e:4x4
+  python tools/aot_loops.py --config=configs/paper.py:b,v5e --topology=v5e:4x4 --windowed_einsum=false
 
-Compiles the train and sampling steps with the layers unrolled at depth 1 (small and quick), prints the
-XLA / analytic FLOP ratios and every while loop with its trip-count constant and the op it came from.
+Compiles with the layers unrolled at depth 1 (small and quick). For each step it prints XLA's FLOPs and the
+matmul FLOPs read from the HLO, with each loop once and at its trip count, over the analytic count.
 """
 
 import os
-import re
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 
 from absl import app, flags  # noqa: E402
 
-from avdit_jax import aot, factory  # noqa: E402
+from avdit_jax import aot, factory, hlo_text  # noqa: E402
 
 flags.DEFINE_string("config", "configs/paper.py:b,v5e", "Config file with an optional ':variant'.")
 flags.DEFINE_string("topology", "v5e:4x4", "libtpu topology name.")
+flags.DEFINE_bool("windowed_einsum", True, "Let XLA make windowed einsums (false: aot.NO_WINDOWED_EINSUM).")
 FLAGS = flags.FLAGS
-
-
-def loops(hlo: str) -> list[tuple[str, str]]:
-  """(trip-count constant or '?', op name) of each while loop in compiled HLO text."""
-  out = []
-  for m in re.finditer(r"while\(%[^)]*\), condition=%([\w.\-]+), body=%[\w.\-]+, metadata=\{op_name=\"([^\"]+)\"", hlo):
-    cond = re.search(r"\n%" + re.escape(m.group(1)) + r" .*?\n\}", hlo, re.S)
-    limit = re.search(r"constant\((\d+)\)", cond.group(0)) if cond else None
-    out.append((limit.group(1) if limit else "?", m.group(2)))
-  return out
 
 
 def main(argv):
@@ -36,18 +30,23 @@ def main(argv):
   config = factory.load_config(FLAGS.config)
   with config.unlocked():
     config.model.scan_layers, config.model.depth = False, 1
+  options = None if FLAGS.windowed_einsum else aot.NO_WINDOWED_EINSUM
   kept = []
   summary = aot._summary
-  aot._summary = lambda compiled: (kept.append(compiled), summary(compiled))[1]
+  aot._summary = lambda compiled: (kept.append(compiled.as_text()), summary(compiled))[1]
   devices = aot.topology_devices(FLAGS.topology)
-  train = aot.compile_train_step(config, devices)
-  sample = aot.compile_sampling_step(config, train.pop("setup"), train.pop("mesh"))
-  for name, r, compiled in (("train", train, kept[0]), ("sample", sample, kept[1])):
-    ratio = r["xla_flops_per_chip"] * len(devices) / r["analytic_flops"]
-    found = loops(compiled.as_text())
-    print(f"{name}: XLA / analytic FLOPs {ratio:.3f}; {len(found)} while loops")
-    for limit, op in found:
-      print(f"  trip-count constant {limit:>3}  {op}")
+  train = aot.compile_train_step(config, devices, options)
+  sample = aot.compile_sampling_step(config, train.pop("setup"), train.pop("mesh"), options)
+  chips = len(devices)
+  for name, r, hlo in (("train", train, kept[0]), ("sample", sample, kept[1])):
+    ratio = lambda flops: f"{flops * chips / r['analytic_hw_flops']:.3f}"
+    found = hlo_text.loops(hlo)
+    print(f"{name}: over the analytic count, XLA {ratio(r['xla_flops_per_chip'])}; HLO matmuls with each loop "
+          f"once {ratio(hlo_text.matmul_flops(hlo, with_trips=False))}, at its trip count "
+          f"{ratio(hlo_text.matmul_flops(hlo))}; {len(found)} while loops")
+    for loop in found:
+      print(f"  trips {loop['trip_count'] or '?':>3}  matmul FLOPs per iteration {loop['body_flops']:.3g}  "
+            f"{loop['op_name']}")
 
 
 if __name__ == "__main__":
