@@ -57,6 +57,8 @@ def test_tiny_avdit_learns_the_a2v_conditional(schedule, prediction, tmp_path):
   got = evaluation.gaussian_task_errors(config, trained, tasks=["a2v"])["a2v"]
   base = evaluation.gaussian_task_errors(config, untrained, tasks=["a2v"])["a2v"]
   assert got["model"] < base["model"]
+  assert got["model_std"] < base["model_std"]      # the spread is learnt too (tools/table1.py scores both)
+  assert got["exact_denoiser_std"] < got["model_std"]
   if prediction == "v":   # measured: ~0.09 against 0.48 for the prior mean; epsilon needs ~1000 steps
     assert got["model"] < 0.5 * got["prior_mean"], got
 
