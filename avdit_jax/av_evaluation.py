@@ -27,10 +27,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avdit_jax import clips, codec, data, datasets, factory, inference, metrics, monl, probes, trainees
+from avdit_jax import clips, codec, data, datasets, factory, features, inference, metrics, monl, probes, trainees
 from avdit_jax import sample as sampling
 
-SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align")
+SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align",
+          "fvd", "fad")
 SYSTEMS = ("model", "untrained", "shuffled", "tokenizer")
 
 
@@ -147,6 +148,14 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
     return samplers[key]
   shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
   results = {"_clips": len(rows), "_step": step}
+  # Set-level Frechet distances to the real clips (features.py). The shuffled pairing is the real set itself,
+  # so it has none.
+  extractors = {}
+  if eval_config.get("fvd", False):
+    extractors["fvd"] = (features.I3DFeatures(), 0)
+  if eval_config.get("fad_weights", ""):
+    extractors["fad"] = (features.VGGishFeatures(eval_config.fad_weights, spec.sample_rate), 1)
+  real_features = {score: fn((frames, audio)[part]) for score, (fn, part) in extractors.items()}
   for i, task in enumerate(config.eval.tasks):
     mask = factory.task(task, config.num_segments)
     cond = sampling.make_condition(unconditional(sampler) if not mask.any() else sampler, mask, cond_a, cond_v)
@@ -159,6 +168,9 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
       f, a = media_of[name]
       per_clip = [score_sample(mask, f[k], a[k], rows[k], spec, windows, radius_px) for k in range(len(rows))]
       results[task][name] = {s: float(np.mean([p[s] for p in per_clip])) for s in SCORES if s in per_clip[0]}
+      for score, (fn, part) in extractors.items():
+        results[task][name][score] = (float("nan") if name == "shuffled" else
+                                      metrics.frechet_distance(real_features[score], fn(media_of[name][part])))
     logging.info("task %s: %s", task, results[task]["model"])
     if media_dir:
       _write_task_media(os.path.join(media_dir, task.replace(":", "_")), media_of["model"], (frames, audio),

