@@ -2,13 +2,19 @@ r"""Table 1 of the paper at small scale: which training strategy makes one model
 
   python tools/table1.py --workdir=workdir/table1                      # the Gaussian toy, all rows
   python tools/table1.py --workdir=W --config.train.num_steps=100      # overrides apply to every run
+  python tools/table1.py --workdir=W --quickstart_workdir=workdir/quickstart    # the synthetic clips
 
-Trains the AVDiT of configs/gaussian.py once per Table 1 setting: task-specific conditional models (one per
-task), vanilla, per modality, per time segment, per time segment per modality, Pt/Pm/Ptm and MoNL. On the
-jointly Gaussian toy every task's true conditional is known, so each cell is a moment error: the squared
-error of the samples' mean plus that of their per-element standard deviation, against the exact conditional
-(evaluation.gaussian_task_errors; lower is better; the 'exact denoiser' row is the floor that the sampler's
-steps and the sample count leave). Prints a markdown table per task plus the average, with the wall time.
+Trains one AVDiT per Table 1 setting: task-specific conditional models (one per task), vanilla, per
+modality, per time segment, per time segment per modality, Pt/Pm/Ptm and MoNL.
+- Gaussian toy (default; configs/gaussian.py): every task's true conditional is known, so each cell is a
+  moment error: the squared error of the samples' mean plus that of their per-element standard deviation,
+  against the exact conditional (evaluation.gaussian_task_errors; the 'exact denoiser' row is the floor
+  that the sampler's steps and the sample count leave).
+- Synthetic clips (--quickstart_workdir: a finished main-job run): each model trains with that run's AVDiT
+  config on its latents, and each cell is the task's ground-truth probe (av_evaluation: bounce sync for
+  a2v / v2a, colour drift for continuation and inpainting, pitch-colour agreement for joint) over an
+  untrained AVDiT's score: 0 is perfect, 1 no better than untrained.
+Lower is better. Prints a markdown table per task plus the average, with the wall time, to WORKDIR/table.md.
 Runs are resumable: each lives in WORKDIR/<setting> and a finished one is restored, not retrained.
 """
 
@@ -17,6 +23,7 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -27,6 +34,9 @@ config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__)
 flags.DEFINE_list("tasks", ["joint", "a2v", "v2a", "av_inpaint:1:1", "av_continue:1"],
                   "Table 1's tasks (factory.task specs).")
 flags.DEFINE_list("settings", [], "A subset of SETTINGS by name (default: all).")
+flags.DEFINE_string("quickstart_workdir", "", "A finished main-job run: train on its latents and score with the "
+                    "ground-truth probes instead of the Gaussian toy.")
+flags.DEFINE_integer("num_steps", 0, "Training steps per model in the synthetic-clip mode (0: the run's).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -43,18 +53,46 @@ SETTINGS = {
 }
 
 
-def _run(config, weights, task, workdir):
-  """Trains (or restores) one model and returns its moment errors on the tasks it is scored on."""
-  from avdit_jax import evaluation, factory, train
+# The probe that scores each task on the synthetic clips (av_evaluation.SCORES).
+PROBES = {"joint": "pitch_colour", "a2v": "a2v_sync_ms", "v2a": "v2a_sync_ms", "av_inpaint:1:1": "colour_drift",
+          "av_continue:1": "colour_drift"}
+
+
+def _configure(config, weights, task):
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.monl.weights = {k: float(weights.get(k, 0.0)) for k in c.monl.weights}
     c.monl.task = task or ""
+  return c
+
+
+def _gaussian_cells(config, weights, task, workdir, tasks) -> tuple[dict, dict]:
+  """Trains (or restores) one model on the toy: ({task: moment error}, {task: the exact denoiser's})."""
+  from avdit_jax import evaluation, factory, train
+  c = _configure(config, weights, task)
   state = train.train_and_evaluate(c, workdir)
   model = factory.model(c)
   params = train.to_host(state.ema_params if c.eval.use_ema else state.params)
-  tasks = [task] if task else list(FLAGS.tasks)
-  return evaluation.gaussian_task_errors(c, lambda a, v, t: model.apply({"params": params}, a, v, t), tasks)
+  errors = evaluation.gaussian_task_errors(c, lambda a, v, t: model.apply({"params": params}, a, v, t), tasks)
+  return ({t: moment_error(r) for t, r in errors.items()}, {t: moment_error(r, "exact_denoiser") for t, r in errors.items()})
+
+
+def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[dict, dict]:
+  """Trains (or restores) one model on a main-job run's latents: ({task: probe / untrained's}, {})."""
+  from avdit_jax import av_evaluation, checkpoint, codec, data, train
+  base = checkpoint.saved_config(os.path.join(quickstart, "avdit"))
+  c = _configure(base, weights, task)
+  with c.unlocked():
+    c.train.num_steps = FLAGS.num_steps or c.train.num_steps
+    c.eval.tasks = tuple(tasks)
+  train.train_and_evaluate(c, workdir)
+  pair = codec.Codec(codec.load(os.path.join(quickstart, "video_tokenizer")),
+                     codec.load(os.path.join(quickstart, "audio_tokenizer")))
+  meta = data.Metadata.read(c.data.dir)
+  dataset, tfds_dir = meta.tokenizer["dataset"], os.path.join(quickstart, "tfds")
+  ev = ml_collections.ConfigDict(dict(split="validation", num_clips=32, media_per_task=0, seed=0))
+  results = av_evaluation.evaluate(c, workdir, pair, meta, ev, dataset=dataset, tfds_dir=tfds_dir, media_dir=None)
+  return {t: results[t]["model"][PROBES[t]] / max(results[t]["untrained"][PROBES[t]], 1e-9) for t in tasks}, {}
 
 
 def moment_error(r: dict, who: str = "model") -> float:
@@ -73,6 +111,10 @@ def table(rows: dict, tasks) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.quickstart_workdir:
+    missing = [t for t in FLAGS.tasks if t not in PROBES]
+    if missing:
+      raise app.UsageError(f"--tasks {missing}: the synthetic-clip mode scores only {list(PROBES)}.")
   unknown = set(FLAGS.settings) - set(SETTINGS)
   if unknown:
     raise app.UsageError(f"--settings: unknown {sorted(unknown)}; expected names from {list(SETTINGS)}.")
@@ -87,16 +129,28 @@ def main(argv):
             if weights == "conditional" else [(None, weights, os.path.join(FLAGS.workdir, slug))])
     for task, w, workdir in runs:
       logging.info("Table 1: %s%s in %s", name, f" ({task})" if task else "", workdir)
-      for t, r in _run(FLAGS.config, w, task, workdir).items():
-        rows[name][t] = moment_error(r)
-        floor.setdefault(t, moment_error(r, "exact_denoiser"))
-  rows["exact denoiser (floor)"] = floor
+      tasks = [task] if task else list(FLAGS.tasks)
+      if FLAGS.quickstart_workdir:
+        cells, floors = _synthetic_cells(FLAGS.quickstart_workdir, w, task, workdir, tasks)
+      else:
+        cells, floors = _gaussian_cells(FLAGS.config, w, task, workdir, tasks)
+      rows[name].update(cells)
+      for t, f in floors.items():
+        floor.setdefault(t, f)
+  if floor:
+    rows["exact denoiser (floor)"] = floor
   minutes = (time.time() - start) / 60
-  text = ("# Table 1 on the jointly Gaussian toy: moment error per task (lower is better)\n\n"
-          f"{table(rows, list(FLAGS.tasks))}\n\nEach cell: squared error of the sample mean + squared error of the "
-          "per-element sample standard deviation, against the exact conditional, per element, averaged over "
-          f"{FLAGS.config.eval.num_conditions} conditioning draws of {FLAGS.config.eval.samples_per_condition} "
-          f"samples. {FLAGS.config.train.num_steps} training steps per model. Wall time {minutes:.1f} min.\n")
+  if FLAGS.quickstart_workdir:
+    text = (f"# Table 1 on the synthetic clips of {FLAGS.quickstart_workdir}: probe score over an untrained "
+            f"AVDiT's (lower is better)\n\n{table(rows, list(FLAGS.tasks))}\n\nProbes: "
+            + ", ".join(f"{t} {PROBES[t]}" for t in FLAGS.tasks) + f"; 32 held-out clips. "
+            f"Training steps per model: {FLAGS.num_steps or 'as in the run'}. Wall time {minutes:.1f} min.\n")
+  else:
+    text = ("# Table 1 on the jointly Gaussian toy: moment error per task (lower is better)\n\n"
+            f"{table(rows, list(FLAGS.tasks))}\n\nEach cell: squared error of the sample mean + squared error of "
+            "the per-element sample standard deviation, against the exact conditional, per element, averaged over "
+            f"{FLAGS.config.eval.num_conditions} conditioning draws of {FLAGS.config.eval.samples_per_condition} "
+            f"samples. {FLAGS.config.train.num_steps} training steps per model. Wall time {minutes:.1f} min.\n")
   os.makedirs(FLAGS.workdir, exist_ok=True)
   with open(os.path.join(FLAGS.workdir, "table.md"), "w") as f:
     f.write(text)
