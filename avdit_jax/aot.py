@@ -66,27 +66,27 @@ def _memory(compiled) -> dict:
           "total": m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes}
 
 
-def _summary(compiled) -> dict:
+def _summary(compiled, keep_hlo: bool) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   hlo = compiled.as_text()
-  return {"memory": _memory(compiled), "xla_flops_per_chip": float(cost.get("flops", 0.0)),
-          "collectives": hlo_text.collectives(hlo),
-          "matmul_loops": sum(1 for l in hlo_text.loops(hlo) if l["body_flops"] and (l["trip_count"] or 2) > 1)}
+  out = {"memory": _memory(compiled), "xla_flops_per_chip": float(cost.get("flops", 0.0)),
+         "collectives": hlo_text.collectives(hlo)}
+  return {**out, "hlo": hlo} if keep_hlo else out
 
 
-def compile_train_step(config, devices, options=None) -> dict:
+def compile_train_step(config, devices, options=None, *, keep_hlo: bool = False) -> dict:
   mesh = sharding.make_mesh(config, devices)
   setup = train.build(config, mesh)
   with jax.set_mesh(mesh):
     compiled = setup.step_fn.lower(setup.abstract_state, train.abstract_batch(config, setup)).compile(options)
   layout = avdit.layout_for(setup.model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
   recompute = avdit.count_remat_flops(layout, setup.model, config.data.batch_size)
-  return {**_summary(compiled), "analytic_flops": setup.step_flops, "analytic_hw_flops": setup.step_flops + recompute,
+  return {**_summary(compiled, keep_hlo), "analytic_flops": setup.step_flops, "analytic_hw_flops": setup.step_flops + recompute,
           "setup": setup, "mesh": mesh}
 
 
-def compile_sampling_step(config, setup: train.Setup, mesh, options=None) -> dict:
+def compile_sampling_step(config, setup: train.Setup, mesh, options=None, *, keep_hlo: bool = False) -> dict:
   """One reverse step of the a2v task with guidance (two network passes, batched) at the training batch."""
   model = setup.model
   sampler = factory.sampler(config, guidance=max(config.sampling.guidance, 1.0))
@@ -113,12 +113,13 @@ def compile_sampling_step(config, setup: train.Setup, mesh, options=None) -> dic
     compiled = fn.lower(params, batch["audio"], batch["video"], batch["audio"], batch["video"], rng).compile(options)
   layout = avdit.layout_for(model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
   flops = avdit.count_flops(layout, model, 2 * b)
-  return {**_summary(compiled), "analytic_flops": flops, "analytic_hw_flops": flops}
+  return {**_summary(compiled, keep_hlo), "analytic_flops": flops, "analytic_hw_flops": flops}
 
 
-def _both_steps(config, devices, options=None) -> tuple[dict, dict]:
-  trained = compile_train_step(config, devices, options)
-  sampled = compile_sampling_step(config, trained.pop("setup"), trained.pop("mesh"), options)
+def both_steps(config, devices, options=None, *, keep_hlo: bool = False) -> tuple[dict, dict]:
+  """compile_train_step and compile_sampling_step of config on devices (the summaries without setup and mesh)."""
+  trained = compile_train_step(config, devices, options, keep_hlo=keep_hlo)
+  sampled = compile_sampling_step(config, trained.pop("setup"), trained.pop("mesh"), options, keep_hlo=keep_hlo)
   return trained, sampled
 
 
@@ -133,8 +134,8 @@ def _counted_flops(config, devices) -> tuple[float, float]:
     c = config.copy_and_resolve_references()
     with c.unlocked():
       c.model.scan_layers, c.model.depth = False, depth
-    t, s = _both_steps(c, devices, NO_WINDOWED_EINSUM)
-    if t["matmul_loops"] or s["matmul_loops"]:
+    t, s = both_steps(c, devices, NO_WINDOWED_EINSUM, keep_hlo=True)
+    if any(loop["body_flops"] and (loop["trip_count"] or 2) > 1 for r in (t, s) for loop in hlo_text.loops(r["hlo"])):
       raise RuntimeError(f"the FLOP-count compile at depth {depth} still has matmuls in while loops; "
                          "see tools/aot_loops.py")
     counts.append((t["xla_flops_per_chip"], s["xla_flops_per_chip"]))
@@ -146,7 +147,7 @@ def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_ch
   """Compiles the train and sampling steps of config for a TPU topology; see the module docstring."""
   devices = topology_devices(topology)
   try:
-    trained, sampled = _both_steps(config, devices)
+    trained, sampled = both_steps(config, devices)
   except ValueError as e:
     if "mesh.shape" in str(e):
       raise ValueError(f"{topology} has {len(devices)} chips: {e}") from None

@@ -31,15 +31,12 @@ def main(argv):
   with config.unlocked():
     config.model.scan_layers, config.model.depth = False, 1
   options = None if FLAGS.windowed_einsum else aot.NO_WINDOWED_EINSUM
-  kept = []
-  summary = aot._summary
-  aot._summary = lambda compiled: (kept.append(compiled.as_text()), summary(compiled))[1]
   devices = aot.topology_devices(FLAGS.topology)
-  train = aot.compile_train_step(config, devices, options)
-  sample = aot.compile_sampling_step(config, train.pop("setup"), train.pop("mesh"), options)
+  train, sample = aot.both_steps(config, devices, options, keep_hlo=True)
   chips = len(devices)
-  for name, r, hlo in (("train", train, kept[0]), ("sample", sample, kept[1])):
-    ratio = lambda flops: f"{flops * chips / r['analytic_hw_flops']:.3f}"
+  for name, r in (("train", train), ("sample", sample)):
+    hlo = r["hlo"]
+    ratio = lambda flops, r=r: f"{flops * chips / r['analytic_hw_flops']:.3f}"
     found = hlo_text.loops(hlo)
     print(f"{name}: over the analytic count, XLA {ratio(r['xla_flops_per_chip'])}; HLO matmuls with each loop "
           f"once {ratio(hlo_text.matmul_flops(hlo, with_trips=False))}, at its trip count "
