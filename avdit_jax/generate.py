@@ -44,7 +44,7 @@ class Run:
       raise FileNotFoundError(f"--workdir {workdir}: no checkpoints for {missing}; expected the workdir of "
                               "configs/quickstart.py (run it first).")
     config = checkpoint.saved_config(parts["avdit"])
-    pair = codec.Codec(codec.load(parts["video_tokenizer"]), codec.load(parts["audio_tokenizer"]))
+    pair = codec.load_pair(workdir)
     meta = data.Metadata.read(config.data.dir if os.path.isdir(config.data.dir)
                               else os.path.join(workdir, "latents", "train"))
     ema = config.eval.use_ema if use_ema is None else use_ema

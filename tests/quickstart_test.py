@@ -115,7 +115,7 @@ def test_evaluation_adds_fvd_and_fad_when_asked(quickstart_run, tmp_path):
   sub = checkpoint.saved_config(os.path.join(root, "avdit"))
   with sub.unlocked():
     sub.eval.tasks = ("a2v",)
-  pair = codec.Codec(codec.load(os.path.join(root, "video_tokenizer")), codec.load(os.path.join(root, "audio_tokenizer")))
+  pair = codec.load_pair(root)
   meta = data.Metadata.read(os.path.join(root, "latents", "train"))
   ev = ml_collections.ConfigDict(dict(config.eval.to_dict(), fvd=True, fad_weights=weights, media_per_task=0))
   results = av_evaluation.evaluate(sub, os.path.join(root, "avdit"), pair, meta, ev, dataset=config.pipeline.dataset,

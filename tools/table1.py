@@ -86,8 +86,7 @@ def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[di
     c.train.num_steps = FLAGS.num_steps or c.train.num_steps
     c.eval.tasks = tuple(tasks)
   train.train_and_evaluate(c, workdir)
-  pair = codec.Codec(codec.load(os.path.join(quickstart, "video_tokenizer")),
-                     codec.load(os.path.join(quickstart, "audio_tokenizer")))
+  pair = codec.load_pair(quickstart)
   meta = data.Metadata.read(c.data.dir)
   dataset, tfds_dir = meta.tokenizer["dataset"], os.path.join(quickstart, "tfds")
   ev = ml_collections.ConfigDict(dict(split="validation", num_clips=32, media_per_task=0, seed=0))
