@@ -78,6 +78,17 @@ def test_per_segment_modulation_is_the_per_token_math():
     assert np.abs(np.asarray(x)).max() > 1e-2     # a real, non-trivial output
 
 
+@pytest.mark.parametrize("attention", [a for a in avdit.ATTENTION_IMPLS if a != "einsum"])
+def test_attention_forms_compute_the_same_function(attention):
+  a, v, t = _inputs()
+  params = _randomized(_init(_model(), a, v, t))
+  ref = jax.jit(_model().apply)(params, a, v, t)
+  got = jax.jit(_model(attention=attention).apply)(params, a, v, t)
+  for x, y in zip(ref, got):      # outputs of size ~10: float32 reassociation leaves ~3e-5
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(x)).max() > 1e-2
+
+
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_remat_changes_memory_not_math(remat):
   a, v, t = _inputs()
