@@ -10,7 +10,10 @@ Prints:
   * sampling: N reverse steps over N forward passes, for the Python-loop and fori_loop forms;
   * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
   * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
-    step's memory analysis (in a subprocess that sees 8 host devices).
+    step's memory analysis (in a subprocess that sees 8 host devices);
+  * malloc: the train step with glibc's malloc over the same step with tcmalloc preloaded (two
+    subprocesses; XLA on the CPU maps and unmaps its temporary buffers every step, which glibc turns
+    into page faults). Needs Debian's libtcmalloc-minimal4.
 Each timing is the best of --repeats after a warm-up call, so compilation is left out.
 """
 
@@ -35,9 +38,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("variant", "S", "Model variant.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("segments", 4, "N time segments.")
+flags.DEFINE_string("attention", None, "model.attention (avdit_jax.model.ATTENTION_IMPLS); default: the config's.")
 flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
-flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory"],
+flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "malloc"],
                   "Which measurements to run.")
 FLAGS = flags.FLAGS
 
@@ -90,6 +94,7 @@ def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
   config.model.variant, config.model.audio_patch, config.model.video_patch = variant, 1, (1, 2, 2)
   config.data.audio_shape, config.data.video_shape, config.data.batch_size = AUDIO_SHAPE, VIDEO_SHAPE, batch
   config.mesh.shape = mesh_shape
+  config.model.attention = FLAGS.attention or config.model.attention
   return config
 
 
@@ -102,7 +107,25 @@ def state_memory_per_device(config, mesh=None) -> int:
   return compiled.memory_analysis().argument_size_in_bytes - batch_bytes
 
 
+TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
+
+
+def _subprocess(only: str, marker: str, env: dict) -> list[float]:
+  """Runs this tool with --only=only and returns the numbers on its output line that starts with marker."""
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--only={only}", f"--variant={FLAGS.variant}",
+                        f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}", f"--repeats={FLAGS.repeats}",
+                        *([f"--attention={FLAGS.attention}"] if FLAGS.attention else [])],
+                       env=env, capture_output=True, text=True, check=True).stdout
+  return [float(x) for x in out.split(marker)[1].split("\n")[0].split()]
+
+
 def main(_):
+  if FLAGS.only == ["train_inner"]:    # the malloc subprocesses
+    config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
+    step, setup, _ = real_train_step(config)
+    peak = matmul_peak(FLAGS.repeats)
+    print(f"TRAIN {best_time(step, repeats=FLAGS.repeats)} {peak} {setup.step_flops}")
+    return
   if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
     fsdp = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, -1, 1)))
     config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, 1, 1))
@@ -179,6 +202,18 @@ def main(_):
     one, fsdp = map(int, out.split("MEMORY")[1].split())
     rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
                  f"{fsdp / one:.3f}x"))
+
+  if "malloc" in FLAGS.only:
+    found = next((path for path in TCMALLOC if os.path.exists(path)), None)
+    if found is None:
+      rows.append(("train step, glibc malloc / tcmalloc", "tcmalloc not found", "(apt install libtcmalloc-minimal4)"))
+    else:
+      plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+      t_glibc, peak_glibc, flops = _subprocess("train_inner", "TRAIN", plain)
+      t_tc, peak_tc, _ = _subprocess("train_inner", "TRAIN", dict(plain, LD_PRELOAD=found))
+      ratios = (f"{t_glibc / t_tc:.2f}x; with tcmalloc {flops / t_tc / peak_tc:.2f} of its run's matmul peak "
+                f"({flops / t_glibc / peak_glibc:.2f} without)")
+      rows.append(("train step, glibc malloc / tcmalloc", f"{t_glibc * 1e3:.0f} / {t_tc * 1e3:.0f} ms", ratios))
 
   width = max(len(r[0]) for r in rows)
   for name, value, ratio in rows:
