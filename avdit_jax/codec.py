@@ -81,10 +81,10 @@ class Codec:
     return media.signed_to_frames(video), np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-
 def load_pair(workdir: str) -> Codec:
   """The tokenizer pair of a main-job workdir (configs/quickstart.py): its video_tokenizer and audio_tokenizer runs."""
   return Codec(load(os.path.join(workdir, "video_tokenizer")), load(os.path.join(workdir, "audio_tokenizer")))
+
 
 # ============================================================================= quality
 

@@ -18,6 +18,7 @@ Each timing is the best of --repeats after a warm-up call, so compilation is lef
 """
 
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -107,7 +108,7 @@ def state_memory_per_device(config, mesh=None) -> int:
   return compiled.memory_analysis().argument_size_in_bytes - batch_bytes
 
 
-TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
+TCMALLOC = f"/usr/lib/{platform.machine()}-linux-gnu/libtcmalloc_minimal.so.4"   # where .ci/run looks too
 
 
 def _subprocess(only: str, marker: str, env: dict) -> list[float]:
@@ -196,21 +197,17 @@ def main(_):
 
   if "memory" in FLAGS.only:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--only=memory_inner",
-                          f"--variant={FLAGS.variant}", f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    one, fsdp = map(int, out.split("MEMORY")[1].split())
+    one, fsdp = map(int, _subprocess("memory_inner", "MEMORY", env))
     rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
                  f"{fsdp / one:.3f}x"))
 
   if "malloc" in FLAGS.only:
-    found = next((path for path in TCMALLOC if os.path.exists(path)), None)
-    if found is None:
+    if not os.path.exists(TCMALLOC):
       rows.append(("train step, glibc malloc / tcmalloc", "tcmalloc not found", "(apt install libtcmalloc-minimal4)"))
     else:
       plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
       t_glibc, peak_glibc, flops = _subprocess("train_inner", "TRAIN", plain)
-      t_tc, peak_tc, _ = _subprocess("train_inner", "TRAIN", dict(plain, LD_PRELOAD=found))
+      t_tc, peak_tc, _ = _subprocess("train_inner", "TRAIN", dict(plain, LD_PRELOAD=TCMALLOC))
       ratios = (f"{t_glibc / t_tc:.2f}x; with tcmalloc {flops / t_tc / peak_tc:.2f} of its run's matmul peak "
                 f"({flops / t_glibc / peak_glibc:.2f} without)")
       rows.append(("train step, glibc malloc / tcmalloc", f"{t_glibc * 1e3:.0f} / {t_tc * 1e3:.0f} ms", ratios))

@@ -22,6 +22,7 @@ Runs are resumable: each lives in WORKDIR/<setting>; a finished one's scores are
 so a rerun (e.g. with more --settings) trains and scores only what is new.
 """
 
+import functools
 import json
 import os
 import time
@@ -97,16 +98,23 @@ def _gaussian_cells(config, weights, task, workdir, tasks) -> tuple[dict, dict]:
   return ({t: moment_error(r) for t, r in errors.items()}, {t: moment_error(r, "exact_denoiser") for t, r in errors.items()})
 
 
+@functools.cache
+def _tokenizers(quickstart: str):
+  """The main-job run's tokenizer pair, loaded (and its encoders compiled) once for every model it scores."""
+  from avdit_jax import codec
+  return codec.load_pair(quickstart)
+
+
 def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[dict, dict]:
   """Trains (or restores) one model on a main-job run's latents: ({task: probe / untrained's}, {})."""
-  from avdit_jax import av_evaluation, checkpoint, codec, data, train
+  from avdit_jax import av_evaluation, checkpoint, data, train
   base = checkpoint.saved_config(os.path.join(quickstart, "avdit"))
   c = _configure(base, weights, task)
   with c.unlocked():
     c.train.num_steps = FLAGS.num_steps or c.train.num_steps
     c.eval.tasks = tuple(tasks)
   train.train_and_evaluate(c, workdir)
-  pair = codec.load_pair(quickstart)
+  pair = _tokenizers(quickstart)
   meta = data.Metadata.read(c.data.dir)
   dataset, tfds_dir = meta.tokenizer["dataset"], os.path.join(quickstart, "tfds")
   ev = ml_collections.ConfigDict(dict(split="validation", num_clips=32, media_per_task=0, seed=0))
