@@ -6,8 +6,9 @@
   K x adaLN-Zero block (each token modulated by the c of its own (modality, segment))
   per modality: final adaLN + linear head, un-patchified -> eps (or v) of each latent's shape.
 
-The adaLN projections run once per (modality, segment) cell and are gathered to the tokens: the same
-math as per-token modulation at M*N rows of matmul instead of L. Parameters and main activations carry
+The adaLN projections run once per (modality, segment) cell and are broadcast to the tokens: the same
+math as per-token modulation at M*N rows of matmul instead of L. A cell's tokens are consecutive, so the
+broadcast is static (`cell_runs`): no gather, whose gradient would be a scatter-add. Parameters and main activations carry
 logical axis names ('batch', 'length', 'embed', 'mlp', 'heads', 'kv', ...) for sharding by rules.
 """
 
@@ -160,25 +161,45 @@ class TimestepEmbedder(nn.Module):
     return (h + modality[None, :, None, :]).reshape(b, m * n, self.width)          # (B, M*N, D)
 
 
-def to_tokens(values: jax.Array, token_cells: jax.Array | None) -> jax.Array:
-  """Per-cell values [B, G, K] -> per-token [B, L, K]; G = 1 broadcasts without a gather."""
-  if token_cells is None:
+def cell_runs(token_cells: np.ndarray) -> tuple[tuple[int, int, int], ...]:
+  """Each token's cell index [L] as groups (first cell, number of cells, tokens per cell) in token order:
+  runs of consecutive cells with equally many consecutive tokens each. Static (numpy, at trace time)."""
+  cells = np.asarray(token_cells)
+  starts = np.flatnonzero(np.diff(cells, prepend=-1))
+  groups = []
+  for start, count in zip(starts, np.diff(np.append(starts, len(cells)))):
+    cell, count = int(cells[start]), int(count)
+    if groups and groups[-1][0] + groups[-1][1] == cell and groups[-1][2] == count:
+      groups[-1][1] += 1
+    else:
+      groups.append([cell, 1, count])
+  return tuple(tuple(g) for g in groups)
+
+
+def to_tokens(values: jax.Array, runs: tuple | None) -> jax.Array:
+  """Per-cell values [B, G, K] -> per-token [B, L, K] by broadcasting along `cell_runs` groups; with runs
+  None, values pass through (G = 1 broadcasts in the arithmetic that uses them)."""
+  if runs is None:
     return values
-  return jnp.take(values, token_cells, axis=1)
+  b, _, k = values.shape
+  parts = [jnp.broadcast_to(values[:, first:first + n, None], (b, n, per, k)).reshape(b, n * per, k)
+           for first, n, per in runs]
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
 
 
 class Modulation(nn.Module):
   """adaLN-Zero projection of the conditioning, computed per cell and broadcast to the tokens."""
   width: int
   num_chunks: int
+  runs: tuple | None = None     # cell_runs of the tokens; None when G is 1 or L
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, cond, token_cells):
-    # cond: (B, G, D), already SiLU'd; token_cells: (L,) or None when G == 1.
+  def __call__(self, cond):
+    # cond: (B, G, D), already SiLU'd.
     mod = _dense(self.num_chunks * self.width, ("embed", "modulation"), "proj", init=zeros_init,
                  param_dtype=self.param_dtype)(cond)                                # (B, G, k*D)
-    mod = to_tokens(mod, token_cells)                                               # (B, L, k*D)
+    mod = to_tokens(mod, self.runs)                                                 # (B, L, k*D)
     return jnp.split(mod, self.num_chunks, axis=-1)
 
 
@@ -227,14 +248,15 @@ class Block(nn.Module):
   num_heads: int
   mlp_ratio: float = 4.0
   attention: str = "einsum"
+  runs: tuple | None = None     # cell_runs of the tokens (None: cond is per example or per token)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cond, token_cells):
-    # x: (B, L, D); cond: (B, G, D) SiLU'd; token_cells: (L,) or None.
+  def __call__(self, x, cond):
+    # x: (B, L, D); cond: (B, G, D) SiLU'd.
     shift1, scale1, gate1, shift2, scale2, gate2 = Modulation(
-        self.width, 6, self.param_dtype, name="adaLN")(cond, token_cells)          # 6 x (B, L, D)
+        self.width, 6, self.runs, self.param_dtype, name="adaLN")(cond)            # 6 x (B, L, D)
     norm = lambda name: nn.LayerNorm(1e-6, use_bias=False, use_scale=False, dtype=self.dtype, name=name)
     h = modulate(norm("norm1")(x), shift1, scale1)
     x = x + gate1.astype(x.dtype) * Attention(self.width, self.num_heads, self.attention, self.dtype,
@@ -252,19 +274,20 @@ class Block(nn.Module):
 class ScannedBlock(Block):
   """Block with the (carry, out) signature that nn.scan wants."""
 
-  def __call__(self, x, cond, token_cells):
-    return super().__call__(x, cond, token_cells), None
+  def __call__(self, x, cond):
+    return super().__call__(x, cond), None
 
 
 class FinalLayer(nn.Module):
   """adaLN (shift, scale) + linear to one patch of latent per token, zero-initialised."""
   width: int
   out_features: int
+  runs: tuple | None = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, cond, token_cells):
-    shift, scale = Modulation(self.width, 2, self.param_dtype, name="adaLN")(cond, token_cells)
+  def __call__(self, x, cond):
+    shift, scale = Modulation(self.width, 2, self.runs, self.param_dtype, name="adaLN")(cond)
     h = modulate(nn.LayerNorm(1e-6, use_bias=False, use_scale=False, dtype=x.dtype)(x), shift, scale)
     return _dense(self.out_features, ("embed", "patch"), "linear", init=zeros_init, dtype=jnp.float32,
                   param_dtype=self.param_dtype)(h)
@@ -347,43 +370,41 @@ class AVDiT(nn.Module):
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     # Conditioning: one vector per (modality, segment) cell, and each token's cell.
-    cells = jnp.asarray(layout.token_cells())                                       # (L,)
+    cells = layout.token_cells()                                                     # (L,) numpy
+    la = layout.num_audio_tokens
+    runs = {"all": cell_runs(cells), "audio": cell_runs(cells[:la]), "video": cell_runs(cells[la:])}
     if self.modulation == "example":
       cond = TimestepEmbedder(d, param_dtype=self.param_dtype, name="t_embed")(t[:, :1, :1])[:, :1]
-      token_cells = None                                                            # (B, 1, D)
+      runs = None                                                                   # (B, 1, D)
     else:
       cond = TimestepEmbedder(d, param_dtype=self.param_dtype, name="t_embed")(t)    # (B, M*N, D)
-      token_cells = cells
       if self.modulation == "token":
-        cond, token_cells = to_tokens(cond, cells), None                            # (B, L, D)
+        cond = to_tokens(cond, runs["all"])                                         # (B, L, D)
+        runs = None
     cond = nn.silu(cond)
 
     # Blocks.
-    block_kwargs = dict(width=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                        attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype)
+    block_kwargs = dict(width=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, attention=self.attention,
+                        runs=runs and runs["all"], dtype=self.dtype, param_dtype=self.param_dtype)
     block_cls = ScannedBlock if self.scan_layers else Block
     if self.remat != "none":
       block_cls = nn.remat(block_cls, policy=_remat_policy(self.remat), prevent_cse=not self.scan_layers)
     if self.scan_layers:
       x, _ = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast, nn.broadcast), length=self.depth,
-                     metadata_params={nn.PARTITION_NAME: "layers"})(**block_kwargs, name="blocks")(
-                         x, cond, token_cells)
+                     in_axes=nn.broadcast, length=self.depth,
+                     metadata_params={nn.PARTITION_NAME: "layers"})(**block_kwargs, name="blocks")(x, cond)
     else:
       for i in range(self.depth):
-        x = block_cls(**block_kwargs, name=f"block_{i}")(x, cond, token_cells)
+        x = block_cls(**block_kwargs, name=f"block_{i}")(x, cond)
 
     # Heads, one per modality, each modulated by its tokens' cells.
-    la = layout.num_audio_tokens
-    def head(name, tokens, out_features, token_slice):
-      if token_cells is None:
+    def head(name, tokens, out_features, modality, token_slice):
+      if runs is None:
         c = cond if cond.shape[1] == 1 else cond[:, token_slice]
-        idx = None
-      else:
-        c, idx = cond, token_cells[token_slice]
-      return FinalLayer(d, out_features, self.param_dtype, name=name)(tokens, c, idx)
-    a_out = head("audio_head", x[:, :la], pa * audio.shape[-1], slice(0, la))       # (B, La, pa*Ca)
-    v_out = head("video_head", x[:, la:], pt * ph * pw * video.shape[-1], slice(la, None))
+        return FinalLayer(d, out_features, None, self.param_dtype, name=name)(tokens, c)
+      return FinalLayer(d, out_features, runs[modality], self.param_dtype, name=name)(tokens, cond)
+    a_out = head("audio_head", x[:, :la], pa * audio.shape[-1], "audio", slice(0, la))   # (B, La, pa*Ca)
+    v_out = head("video_head", x[:, la:], pt * ph * pw * video.shape[-1], "video", slice(la, None))
     gt, gh, gw = layout.video_grid
     a_out = einops.rearrange(a_out, "b t (p c) -> b (t p) c", p=pa)
     v_out = einops.rearrange(v_out, "b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c",

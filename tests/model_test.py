@@ -68,6 +68,21 @@ def test_one_cells_timestep_changes_exactly_its_tokens_modulation():
     np.testing.assert_array_equal(changed, expected)
 
 
+@pytest.mark.parametrize("audio_tokens, video_grid", [(64, (4, 8, 8)), (5, (6, 1, 3)), (4, (4, 1, 1))])
+def test_cell_runs_broadcast_equals_the_gather_by_token_cell(audio_tokens, video_grid):
+  # Uneven segments too: 5 audio tokens in 4 segments are cut 2, 1, 1, 1; 6 video frames 2, 1, 2, 1.
+  layout = avdit.TokenLayout((audio_tokens, 1), (video_grid[0], *video_grid[1:], 1), 1, (1, 1, 1), N)
+  cells = layout.token_cells()
+  runs = avdit.cell_runs(cells)
+  assert sum(n * per for _, n, per in runs) == len(cells)
+  values = jnp.asarray(np.random.default_rng(0).normal(size=(2, 2 * N, 3)), jnp.float32)
+  np.testing.assert_array_equal(avdit.to_tokens(values, runs), np.take(np.asarray(values), cells, axis=1))
+  la = layout.num_audio_tokens
+  for part in (cells[:la], cells[la:]):
+    np.testing.assert_array_equal(avdit.to_tokens(values, avdit.cell_runs(part)),
+                                  np.take(np.asarray(values), part, axis=1))
+
+
 def test_per_segment_modulation_is_the_per_token_math():
   a, v, t = _inputs()
   params = _randomized(_init(_model(), a, v, t))
