@@ -1,4 +1,5 @@
-"""Reading a compiled program's HLO text: collective counts, while loops and their trip counts, matmul FLOPs.
+"""Reading a compiled program's HLO text: collective counts, while loops and their trip counts, matmul FLOPs,
+and what each instruction of the entry computation runs (for attributing a profile's op times).
 
 XLA's cost analysis counts a while loop's body once. On some TPU slices XLA turns the FSDP all-gathers and
 reduce-scatters into windowed einsums (collective matmuls): while loops whose body does one shard's matmul
@@ -159,3 +160,32 @@ def loop_flops_missed(hlo: str) -> float:
   """Matmul FLOPs that counting each loop body once leaves out (0 for a program without counted loops)."""
   comps, entry = parse(hlo), entry_name(hlo)
   return _flops(comps, entry, True) - _flops(comps, entry, False)
+
+
+def _batched(comps: dict, name: str, _seen=()) -> bool:
+  comp = comps.get(name)
+  if comp is None or name in _seen:
+    return False
+  return (any(" dot(" in rest and re.search(r"lhs_batch_dims=\{\d", rest) for _, rest in comp.lines)
+          or any(_batched(comps, c, _seen + (name,)) for c in comp.callees))
+
+
+def entry_instructions(hlo: str) -> dict[str, dict]:
+  """The instructions of the entry computation, which a CPU profile times one by one, by name: their op_name
+  metadata ('' if none), the matmul FLOPs each runs (its own dot or those of the computation it calls) and
+  whether those include a batched matmul (a dot with batch dimensions, as attention's)."""
+  comps = parse(hlo)
+  shapes = {n: d for c in comps.values() for n, r in c.lines if (d := _dims(r)) is not None}
+  out = {}
+  for name, rest in comps[entry_name(hlo)].lines:
+    op = _OP.search(rest)
+    op = op.group(1) if op else ""
+    callees = re.findall(r"(?:calls|to_apply)=%([\w.\-]+)", rest)
+    flops = sum(_flops(comps, c, True) for c in callees)
+    batched = any(_batched(comps, c) for c in callees)
+    if op in ("dot", "convolution") and (dims := _dims(rest)) is not None:
+      flops += _matmul_flops(op, dims, rest[rest.index(op + "("):], shapes)
+      batched = batched or bool(re.search(r"lhs_batch_dims=\{\d", rest))
+    where = re.search(r'op_name="([^"]+)"', rest)
+    out[name] = {"op": op, "op_name": where.group(1) if where else "", "matmul_flops": flops, "batched": batched}
+  return out

@@ -41,3 +41,19 @@ def test_loops_count_at_their_trip_count_and_what_counting_once_misses():
 def test_collective_counts():
   hlo = "%a = f32[4]{0} all-reduce(%x), to_apply=%add\n%b = f32[8]{0} all-gather-start(%y)\n%c = f32[8]{0} all-gather(%z)"
   assert hlo_text.collectives(hlo) == {"all-reduce": 1, "all-gather": 2}
+
+
+def test_entry_instructions_carry_the_matmul_flops_and_op_names_a_profile_is_sorted_by():
+  def attention_like(x, w):
+    q = jnp.tanh(x @ w)                                                  # [4, 16, 8]: a plain (2D) matmul
+    with jax.named_scope("core"):
+      return jnp.einsum("bld,bmd->blm", q, q).sum()                     # a batched matmul
+  hlo = _hlo(attention_like, (4, 16, 8), (8, 8))
+  instructions = hlo_text.entry_instructions(hlo)
+  matmuls = {n: i for n, i in instructions.items() if i["matmul_flops"]}
+  batched = [i for i in matmuls.values() if i["batched"]]
+  plain = [i for i in matmuls.values() if not i["batched"]]
+  assert sum(i["matmul_flops"] for i in batched) == 2 * 4 * 16 * 16 * 8
+  assert sum(i["matmul_flops"] for i in plain) == 2 * 4 * 16 * 8 * 8
+  assert all("core" in i["op_name"] for i in batched) and not any("core" in i["op_name"] for i in plain)
+  assert sum(i["matmul_flops"] for i in instructions.values()) == hlo_text.matmul_flops(hlo)
