@@ -14,9 +14,22 @@ Prints:
   * malloc: the train step with glibc's malloc over the same step with tcmalloc preloaded (two
     subprocesses; XLA on the CPU maps and unmaps its temporary buffers every step, which glibc turns
     into page faults). Needs Debian's libtcmalloc-minimal4.
+  * profile: where the train step's time goes, from a jax.profiler trace of a few steps: each op of the
+    compiled step is timed and sorted into matmuls (their GFLOP/s, and the time they would take at the
+    matmul peak), fusions around a batched matmul (attention with its softmax), copies, and the other
+    elementwise work of the forward pass, the backward pass and the update. XLA runs independent ops side
+    by side on the cores, so op times add up to more than the wall time; their shares are what to read;
+  * torch: this train step's time over the same step written in PyTorch (tools/torch_reference.py, eager,
+    the faster of its two attention forms), each in its own subprocess, with glibc's malloc and, where
+    installed, with tcmalloc. Needs `pip install torch==2.13.0`.
 Each timing is the best of --repeats after a warm-up call, so compilation is left out.
 """
 
+import collections
+import glob
+import gzip
+import importlib.util
+import json
 import os
 import platform
 import subprocess
@@ -30,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import data, factory, monl, sharding, train
+from avdit_jax import data, factory, hlo_text, monl, sharding, train
 from avdit_jax import model as avdit
 from avdit_jax import sample as sampling
 
@@ -42,7 +55,7 @@ flags.DEFINE_integer("segments", 4, "N time segments.")
 flags.DEFINE_string("attention", None, "model.attention (avdit_jax.model.ATTENTION_IMPLS); default: the config's.")
 flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
-flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "malloc"],
+flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "malloc", "profile", "torch"],
                   "Which measurements to run.")
 FLAGS = flags.FLAGS
 
@@ -108,16 +121,64 @@ def state_memory_per_device(config, mesh=None) -> int:
   return compiled.memory_analysis().argument_size_in_bytes - batch_bytes
 
 
+def op_times(step, steps: int) -> dict[str, float]:
+  """Seconds per step of each op (by HLO instruction name) of a jax.profiler trace of `steps` calls."""
+  jax.block_until_ready(step())
+  with tempfile.TemporaryDirectory() as directory:
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+      for _ in range(steps):
+        jax.block_until_ready(step())
+    path, = glob.glob(os.path.join(directory, "**", "*.trace.json.gz"), recursive=True)
+    with gzip.open(path) as f:
+      events = json.load(f)["traceEvents"]
+  times = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X":
+      times[e["name"]] += e.get("dur", 0) / 1e6 / steps
+  return times
+
+
+def profile_parts(times: dict, instructions: dict) -> dict[str, list]:
+  """Op times sorted into parts: name -> [seconds per step, matmul FLOPs per step]."""
+  parts = collections.defaultdict(lambda: [0.0, 0.0])
+  for name, info in instructions.items():
+    if name not in times:
+      continue
+    where = info["op_name"]
+    phase = "backward" if "transpose(jvp(" in where else "forward" if "jvp(" in where else "update, loss, EMA"
+    if info["matmul_flops"]:
+      part = "fusions with a batched matmul (attention + softmax)" if info["batched"] else "other matmuls"
+    elif info["op"] in ("copy", "transpose") or name.startswith(("copy", "transpose")):
+      part = f"copies, transposes ({phase})"
+    else:
+      part = f"elementwise, reductions ({phase})"
+    parts[part][0] += times[name]
+    parts[part][1] += info["matmul_flops"]
+  return dict(parts)
+
+
 TCMALLOC = f"/usr/lib/{platform.machine()}-linux-gnu/libtcmalloc_minimal.so.4"   # where .ci/run looks too
 
 
-def _subprocess(only: str, marker: str, env: dict) -> list[float]:
+def _subprocess(only: str, marker: str, env: dict) -> list:
   """Runs this tool with --only=only and returns the numbers on its output line that starts with marker."""
   out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--only={only}", f"--variant={FLAGS.variant}",
                         f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}", f"--repeats={FLAGS.repeats}",
                         *([f"--attention={FLAGS.attention}"] if FLAGS.attention else [])],
                        env=env, capture_output=True, text=True, check=True).stdout
-  return [float(x) for x in out.split(marker)[1].split("\n")[0].split()]
+  return _parse(out, marker)
+
+
+def _parse(out: str, marker: str) -> list:
+  return [x if x.isalpha() else float(x) for x in out.split(marker + " ")[1].split("\n")[0].split()]
+
+
+def _torch_step(env: dict) -> list:
+  """(seconds, torch's matmul FLOP/s, parameter count, threads, attention form) of tools/torch_reference.py."""
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "torch_reference.py"), f"--variant={FLAGS.variant}",
+                        f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}", f"--repeats={FLAGS.repeats}"],
+                       env=env, capture_output=True, text=True, check=True).stdout
+  return _parse(out, "TORCH")
 
 
 def main(_):
@@ -211,6 +272,40 @@ def main(_):
       ratios = (f"{t_glibc / t_tc:.2f}x; with tcmalloc {flops / t_tc / peak_tc:.2f} of its run's matmul peak "
                 f"({flops / t_glibc / peak_glibc:.2f} without)")
       rows.append(("train step, glibc malloc / tcmalloc", f"{t_glibc * 1e3:.0f} / {t_tc * 1e3:.0f} ms", ratios))
+
+  if "profile" in FLAGS.only:
+    batch = train.abstract_batch(config, setup)
+    instructions = hlo_text.entry_instructions(setup.step_fn.lower(setup.abstract_state, batch).compile().as_text())
+    times = op_times(step, steps=FLAGS.repeats)
+    parts = profile_parts(times, instructions)
+    traced = sum(t for t, _ in parts.values())
+    wall = t_seg if t_seg is not None else best_time(step, repeats=FLAGS.repeats)
+    peak = peak or matmul_peak(FLAGS.repeats)
+    malloc = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc malloc"
+    rows.append((f"profile ({malloc}): op time per step", f"{traced * 1e3:.0f} ms vs {wall * 1e3:.0f} ms wall",
+                 f"{traced / wall:.2f}x the wall time"))
+    for name, (t, flops) in sorted(parts.items(), key=lambda kv: -kv[1][0]):
+      ratio = f"{t / traced:.2f} of op time"
+      if flops:
+        ratio += f"; {flops / t / 1e9:.0f} GFLOP/s, {flops / t / peak:.2f} of peak ({flops / peak * 1e3:.0f} ms at peak)"
+      rows.append((f"  {name}", f"{t * 1e3:.0f} ms", ratio))
+
+  if "torch" in FLAGS.only and importlib.util.find_spec("torch") is None:
+    rows.append(("train step, JAX / PyTorch", "torch not installed", "(pip install torch==2.13.0)"))
+  elif "torch" in FLAGS.only:
+    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    for name, env in [("glibc", plain)] + ([("tcmalloc", dict(plain, LD_PRELOAD=TCMALLOC))]
+                                            if os.path.exists(TCMALLOC) else []):
+      t_jax, peak_jax, flops = _subprocess("train_inner", "TRAIN", env)
+      t_torch, peak_torch, torch_params, threads, form = _torch_step(env)
+      ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(holder[0].params))
+      if int(torch_params) != ours:
+        raise RuntimeError(f"tools/torch_reference.py builds {int(torch_params)} parameters, the AVDiT {ours}: "
+                           "the two networks differ; mend the reference.")
+      rows.append((f"train step, JAX / PyTorch ({name})", f"{t_jax * 1e3:.0f} / {t_torch * 1e3:.0f} ms",
+                   f"{t_jax / t_torch:.2f}x PyTorch's time ({int(threads)} threads, {form} attention); of "
+                   f"peak {flops / t_jax / peak_jax:.2f} / {flops / t_torch / peak_jax:.2f}"))
+    rows.append(("torch's own matmul peak (f32 2048^2)", f"{peak_torch / 1e9:.1f} GFLOP/s", ""))
 
   width = max(len(r[0]) for r in rows)
   for name, value, ratio in rows:
