@@ -2,6 +2,7 @@ r"""Speed as ratios measured in one run on this machine.
 
   python tools/benchmark.py                       # AVDiT-S, 256 video + 64 audio tokens, batch 8
   python tools/benchmark.py --variant=B --batch=4 --only=train
+  python tools/benchmark.py --variant=L --batch=32 --dtype=bfloat16 --only=peak,train   # on a GPU: bf16 MFU
 
 Prints:
   * matmul peak: a large jitted f32 matmul, the machine's reference FLOP/s;
@@ -53,6 +54,9 @@ flags.DEFINE_string("variant", "S", "Model variant.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("segments", 4, "N time segments.")
 flags.DEFINE_string("attention", None, "model.attention (avdit_jax.model.ATTENTION_IMPLS); default: the config's.")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                  "model.dtype (compute; params stay f32) and the dtype of the peak matmul: bfloat16 for an "
+                  "accelerator's bf16 MFU.")
 flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
 flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "malloc", "profile", "torch"],
@@ -75,7 +79,7 @@ def best_time(fn, *args, repeats):  # fn(*args) -> arrays to wait on
 
 def matmul_peak(repeats):
   n = 2048
-  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), FLAGS.dtype)
   f = jax.jit(lambda x: x @ x)
   return 2 * n**3 / best_time(f, a, repeats=max(repeats, 10))   # short calls: take the best of many
 
@@ -109,6 +113,7 @@ def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
   config.data.audio_shape, config.data.video_shape, config.data.batch_size = AUDIO_SHAPE, VIDEO_SHAPE, batch
   config.mesh.shape = mesh_shape
   config.model.attention = FLAGS.attention or config.model.attention
+  config.model.dtype = FLAGS.dtype
   return config
 
 
@@ -164,7 +169,7 @@ def _subprocess(only: str, marker: str, env: dict) -> list:
   """Runs this tool with --only=only and returns the numbers on its output line that starts with marker."""
   out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--only={only}", f"--variant={FLAGS.variant}",
                         f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}", f"--repeats={FLAGS.repeats}",
-                        *([f"--attention={FLAGS.attention}"] if FLAGS.attention else [])],
+                        f"--dtype={FLAGS.dtype}", *([f"--attention={FLAGS.attention}"] if FLAGS.attention else [])],
                        env=env, capture_output=True, text=True, check=True).stdout
   return _parse(out, marker)
 
@@ -205,7 +210,7 @@ def main(_):
   peak = None
   if "peak" in FLAGS.only or "train" in FLAGS.only:
     peak = matmul_peak(FLAGS.repeats)
-    rows.append(("matmul peak (f32 2048^2)", f"{peak / 1e9:.1f} GFLOP/s", ""))
+    rows.append((f"matmul peak ({FLAGS.dtype} 2048^2)", f"{peak / 1e9:.1f} GFLOP/s", ""))
 
   t_seg = None
   if {"train", "modulation", "input"} & set(FLAGS.only):
@@ -292,6 +297,8 @@ def main(_):
 
   if "torch" in FLAGS.only and importlib.util.find_spec("torch") is None:
     rows.append(("train step, JAX / PyTorch", "torch not installed", "(pip install torch==2.13.0)"))
+  elif "torch" in FLAGS.only and FLAGS.dtype != "float32":
+    rows.append(("train step, JAX / PyTorch", "skipped", "(tools/torch_reference.py is float32 only)"))
   elif "torch" in FLAGS.only:
     plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     for name, env in [("glibc", plain)] + ([("tcmalloc", dict(plain, LD_PRELOAD=TCMALLOC))]
