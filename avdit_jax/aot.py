@@ -82,8 +82,8 @@ def compile_train_step(config, devices, options=None, *, keep_hlo: bool = False)
     compiled = setup.step_fn.lower(setup.abstract_state, train.abstract_batch(config, setup)).compile(options)
   layout = avdit.layout_for(setup.model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
   recompute = avdit.count_remat_flops(layout, setup.model, config.data.batch_size)
-  return {**_summary(compiled, keep_hlo), "analytic_flops": setup.step_flops, "analytic_hw_flops": setup.step_flops + recompute,
-          "setup": setup, "mesh": mesh}
+  return {**_summary(compiled, keep_hlo), "analytic_flops": setup.step_flops,
+          "analytic_hw_flops": setup.step_flops + recompute, "setup": setup, "mesh": mesh}
 
 
 def compile_sampling_step(config, setup: train.Setup, mesh, options=None, *, keep_hlo: bool = False) -> dict:
@@ -184,13 +184,15 @@ MARKDOWN_HEADER = ("| config | topology (chips) | train GiB per chip / HBM | fit
 
 
 def describe(r: dict) -> str:
-  lines = [f"{r['topology']}: {r['chips']} x {r['device_kind']}, HBM {(r['hbm_per_chip'] or 0) / 2**30:.0f} GiB per chip"]
+  hbm = (r["hbm_per_chip"] or 0) / 2**30
+  lines = [f"{r['topology']}: {r['chips']} x {r['device_kind']}, HBM {hbm:.0f} GiB per chip"]
   for name in ("train", "sample"):
     p = r[name]
     m = {k: v / 2**30 for k, v in p["memory"].items()}
     lines.append(f"  {name}: per chip argument {m['argument']:.3f} / output {m['output']:.3f} / temp {m['temp']:.3f} "
-                 f"GiB (total {m['total']:.3f}, fits: {p['fits']}); FLOPs XLA {p['xla_flops_per_chip'] * r['chips']:.4g}"
-                 f" vs analytic {p['analytic_hw_flops']:.4g} ({p['flops_ratio']:.3f}); collectives {p['collectives']}")
+                 f"GiB (total {m['total']:.3f}, fits: {p['fits']}); "
+                 f"FLOPs XLA {p['xla_flops_per_chip'] * r['chips']:.4g} vs analytic {p['analytic_hw_flops']:.4g} "
+                 f"({p['flops_ratio']:.3f}); collectives {p['collectives']}")
   if "projected_step_s" in r:
     lines.append(f"  projected at {r['mfu']:.0%} MFU: {r['projected_step_s'] * 1e3:.1f} ms/step, "
                  f"{r['projected_examples_per_s']:.1f} examples/s")

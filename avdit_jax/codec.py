@@ -226,7 +226,8 @@ def write_media(path_stem: str, frames: np.ndarray, waveform: np.ndarray, spec: 
   """One clip (uint8 [T, H, W, 3], float [S] with its lead) -> <stem>.mp4, <stem>_frames.png, <stem>_spectrogram.png.
 
   The mp4's audio starts with the first frame: the lead (audio before it) is left out of the file."""
-  paths = {"mp4": path_stem + ".mp4", "frames": path_stem + "_frames.png", "spectrogram": path_stem + "_spectrogram.png"}
+  paths = {"mp4": path_stem + ".mp4", "frames": path_stem + "_frames.png",
+           "spectrogram": path_stem + "_spectrogram.png"}
   media.write_mp4(paths["mp4"], frames, spec.frame_rate, waveform[spec.lead_samples:], spec.sample_rate)
   media.save_png(paths["frames"], media.frame_strip(frames))
   media.save_png(paths["spectrogram"], media.spectrogram_image(waveform[spec.lead_samples:], spec.sample_rate))

@@ -101,7 +101,8 @@ class LatentWriter:
     self.audio_shape, self.video_shape = tuple(audio_shape), tuple(video_shape)
     self.num_segments = num_segments
     total = total_shards or num_shards
-    self.shards = [f"latents-{i:05d}-of-{total:05d}.array_record" for i in range(shard_offset, shard_offset + num_shards)]
+    self.shards = [f"latents-{i:05d}-of-{total:05d}.array_record"
+                   for i in range(shard_offset, shard_offset + num_shards)]
     self._writers = [array_record_module.ArrayRecordWriter(os.path.join(directory, s), "group_size:1")
                      for s in self.shards]
     self._count = 0

@@ -144,7 +144,8 @@ class _MediaFolder(tfds.core.GeneratorBasedBuilder):
     files = self._files(root)
     pct = self.builder_config.validation_percent
     in_val = [zlib.crc32(os.path.relpath(f, root).encode()) % 100 < pct for f in files]
-    splits = {"train": [f for f, v in zip(files, in_val) if not v], "validation": [f for f, v in zip(files, in_val) if v]}
+    splits = {"train": [f for f, v in zip(files, in_val) if not v],
+              "validation": [f for f, v in zip(files, in_val) if v]}
     return {split: self._generate_examples(chosen, root) for split, chosen in splits.items() if chosen}
 
   def _generate_examples(self, files: list[str], root: str):

@@ -165,7 +165,8 @@ class VGGishFeatures:
       if arrays[key].shape != shape:
         raise ValueError(f"VGGish weights {weights_path}: {key!r} has shape {arrays[key].shape}, expected {shape}.")
       layer, kind = key.split("/", 1)[1].rsplit("/", 1)
-      params.setdefault(layer.replace("/", "_"), {})["kernel" if kind == "weights" else "bias"] = jnp.asarray(arrays[key])
+      field = "kernel" if kind == "weights" else "bias"
+      params.setdefault(layer.replace("/", "_"), {})[field] = jnp.asarray(arrays[key])
     self.sample_rate = sample_rate
     model = _VGGish()
     self._embed = jax.jit(lambda x: model.apply({"params": params}, x))

@@ -134,7 +134,8 @@ def sample_to_files(workdir: str | Run, task: str, out: str, *, input_path: str 
   rng = jax.random.PRNGKey(seed)
   gen_a, gen_v = run.sample(mask, a, v, rng, **sampler_overrides)
   per_segment = run.spec.video_seconds / run.num_segments
-  more = int(np.ceil((seconds - run.spec.video_seconds) / per_segment - 1e-6)) if seconds > run.spec.video_seconds else 0
+  extra = seconds - run.spec.video_seconds
+  more = int(np.ceil(extra / per_segment - 1e-6)) if extra > 0 else 0
   if more:
     logging.info("long-form: %d more segments of %.3f s each", more, per_segment)
     gen_a, gen_v = run.extend(gen_a, gen_v, more, jax.random.fold_in(rng, 1), **sampler_overrides)

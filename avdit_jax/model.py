@@ -8,8 +8,8 @@
 
 The adaLN projections run once per (modality, segment) cell and are broadcast to the tokens: the same
 math as per-token modulation at M*N rows of matmul instead of L. A cell's tokens are consecutive, so the
-broadcast is static (`cell_runs`): no gather, whose gradient would be a scatter-add. Parameters and main activations carry
-logical axis names ('batch', 'length', 'embed', 'mlp', 'heads', 'kv', ...) for sharding by rules.
+broadcast is static (`cell_runs`): no gather, whose gradient would be a scatter-add. Parameters and main
+activations carry logical axis names ('batch', 'length', 'embed', 'mlp', 'heads', 'kv', ...) for sharding by rules.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ class TrainState:
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   c = config.optim
   if c.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, c.lr, c.warmup_steps, max(config.train.num_steps, c.warmup_steps + 1),
+    decay_steps = max(config.train.num_steps, c.warmup_steps + 1)
+    return optax.warmup_cosine_decay_schedule(0.0, c.lr, c.warmup_steps, decay_steps,
                                               end_value=c.lr * c.get("final_lr_fraction", 0.0))
   if c.schedule == "constant":
     return optax.join_schedules([optax.linear_schedule(0.0, c.lr, c.warmup_steps), optax.constant_schedule(c.lr)],

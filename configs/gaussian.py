@@ -1,4 +1,4 @@
-r"""The jointly Gaussian toy: MoNL on synthetic Gaussian latents whose every conditional is known; tiny AVDiT, a minute on a CPU.
+r"""The jointly Gaussian toy: MoNL on Gaussian latents whose every conditional is known; tiny AVDiT, a minute on a CPU.
 
   python -m avdit_jax.main --config=configs/gaussian.py --workdir=workdir/gaussian
 

@@ -1,7 +1,7 @@
 r"""The paper's setting at AVDiT-B / -L / -XL, with mesh, remat and scan choices for TPU slices.
 
   python -m avdit_jax.main --config=configs/paper.py:xl --workdir=gs://BUCKET/run --config.data.dir=gs://BUCKET/latents
-  python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16   # v5p batch and remat
+  python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16
 
 Variant '<size>[,landscape][,<chip>]': size b | l | xl; 'landscape' for 256x256 video (else 128x128); chip
 v5e | v5p | v6e picks the remat and batch below (default v5p).

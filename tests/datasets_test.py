@@ -62,7 +62,8 @@ def test_tiny_synthetic_split_builds_and_reads_back(tmp_path):
 
 def _long_clip(seconds_of_clips: int, seed: int):
   """Frames and audio (no lead) of `seconds_of_clips` consecutive synthetic clips, as one recording."""
-  parts = [synthetic_av.make_clip(synthetic_av.Scene(clip=SMALL, radius=0.12), seed, i) for i in range(seconds_of_clips)]
+  scene = synthetic_av.Scene(clip=SMALL, radius=0.12)
+  parts = [synthetic_av.make_clip(scene, seed, i) for i in range(seconds_of_clips)]
   return (np.concatenate([p["video"] for p in parts]),
           np.concatenate([p["audio"][SMALL.lead_samples:] for p in parts]))
 

@@ -39,7 +39,8 @@ def test_loops_count_at_their_trip_count_and_what_counting_once_misses():
 
 
 def test_collective_counts():
-  hlo = "%a = f32[4]{0} all-reduce(%x), to_apply=%add\n%b = f32[8]{0} all-gather-start(%y)\n%c = f32[8]{0} all-gather(%z)"
+  hlo = ("%a = f32[4]{0} all-reduce(%x), to_apply=%add\n%b = f32[8]{0} all-gather-start(%y)\n"
+         "%c = f32[8]{0} all-gather(%z)")
   assert hlo_text.collectives(hlo) == {"all-reduce": 1, "all-gather": 2}
 
 

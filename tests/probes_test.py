@@ -32,8 +32,8 @@ def test_probes_recover_the_ground_truth(rows):
   video_err, audio_err = [], []
   for row in rows:
     truth = av_evaluation.truth_events(row)
-    video_err.append(probes.event_distance_ms(probes.in_window(truth, lo, hi),
-                                              probes.in_window(probes.video_bounces(row["video"], 8.0, RADIUS_PX), lo, hi)))
+    bounces = probes.video_bounces(row["video"], 8.0, RADIUS_PX)
+    video_err.append(probes.event_distance_ms(probes.in_window(truth, lo, hi), probes.in_window(bounces, lo, hi)))
     audio_err.append(probes.event_distance_ms(truth, probes.audio_onsets(row["audio"], SPEC)))
     colours = set(row["colour_ids"].tolist())
     assert probes.colours_present(row["video"]) == colours

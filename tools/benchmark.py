@@ -292,7 +292,8 @@ def main(_):
     for name, (t, flops) in sorted(parts.items(), key=lambda kv: -kv[1][0]):
       ratio = f"{t / traced:.2f} of op time"
       if flops:
-        ratio += f"; {flops / t / 1e9:.0f} GFLOP/s, {flops / t / peak:.2f} of peak ({flops / peak * 1e3:.0f} ms at peak)"
+        ratio += (f"; {flops / t / 1e9:.0f} GFLOP/s, {flops / t / peak:.2f} of peak "
+                  f"({flops / peak * 1e3:.0f} ms at peak)")
       rows.append((f"  {name}", f"{t * 1e3:.0f} ms", ratio))
 
   if "torch" in FLAGS.only and importlib.util.find_spec("torch") is None:

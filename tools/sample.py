@@ -3,7 +3,8 @@ r"""Sample any task from a finished run of configs/quickstart.py: mp4 (video + a
   python tools/sample.py --workdir=workdir/quickstart --task=joint --num_samples=4 --out=workdir/samples_joint
   python tools/sample.py --workdir=workdir/quickstart --task=a2v --input=my_clip.mp4 --out=out/a2v
   python tools/sample.py --workdir=workdir/quickstart --task='audio:all,video:0' --input=my_clip.mp4 --out=out/m
-  python tools/sample.py --workdir=workdir/quickstart --task=av_continue:1 --input=my_clip.mp4 --seconds=4 --out=out/long
+  python tools/sample.py --workdir=workdir/quickstart --task=av_continue:1 --input=my_clip.mp4 --seconds=4 \
+      --out=out/long
 
 --task: joint | a2v | v2a | av_continue[:k] | av_inpaint[:before:after] | audio_continue[:k] |
 video_continue[:k], or a written mask ('audio:all,video:0-1': which modality is given over which

@@ -95,7 +95,8 @@ def _gaussian_cells(config, weights, task, workdir, tasks) -> tuple[dict, dict]:
   model = factory.model(c)
   params = train.to_host(state.ema_params if c.eval.use_ema else state.params)
   errors = evaluation.gaussian_task_errors(c, lambda a, v, t: model.apply({"params": params}, a, v, t), tasks)
-  return ({t: moment_error(r) for t, r in errors.items()}, {t: moment_error(r, "exact_denoiser") for t, r in errors.items()})
+  return ({t: moment_error(r) for t, r in errors.items()},
+          {t: moment_error(r, "exact_denoiser") for t, r in errors.items()})
 
 
 @functools.cache

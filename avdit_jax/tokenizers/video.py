@@ -46,7 +46,8 @@ class CausalConv3d(nn.Module):
     kt, kh, kw = self.kernel
     x = jnp.concatenate([jnp.repeat(x[:, :1], kt - 1, axis=1), x], axis=1) if kt > 1 else x
     pad = ((0, 0), (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2))
-    return nn.Conv(self.features, self.kernel, self.strides, padding=pad, kernel_init=_kernel(self.out_axis, self.zero_init))(x)
+    return nn.Conv(self.features, self.kernel, self.strides, padding=pad,
+                   kernel_init=_kernel(self.out_axis, self.zero_init))(x)
 
 
 class FrameNorm(nn.Module):
@@ -143,8 +144,8 @@ class Decoder(nn.Module):
           b, t, h, w, c = x.shape
           x = jax.image.resize(x, (b, t, 2 * h, 2 * w, c), "nearest")
         x = CausalConv3d(self.channels * self.channel_mult[level - 1])(x)
-    return from_tubelets(CausalConv3d(3 * int(np.prod(self.patch_size)), _stem_kernel(self.patch_size), out_axis="embed_out")(
-        nn.swish(FrameNorm()(x))), self.patch_size)
+    head = CausalConv3d(3 * int(np.prod(self.patch_size)), _stem_kernel(self.patch_size), out_axis="embed_out")
+    return from_tubelets(head(nn.swish(FrameNorm()(x))), self.patch_size)
 
 
 class VideoTokenizer(nn.Module):
