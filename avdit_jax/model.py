@@ -385,7 +385,7 @@ class AVDiT(nn.Module):
 
     # Blocks.
     block_kwargs = dict(width=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, attention=self.attention,
-                        runs=runs and runs["all"], dtype=self.dtype, param_dtype=self.param_dtype)
+                        runs=None if runs is None else runs["all"], dtype=self.dtype, param_dtype=self.param_dtype)
     block_cls = ScannedBlock if self.scan_layers else Block
     if self.remat != "none":
       block_cls = nn.remat(block_cls, policy=_remat_policy(self.remat), prevent_cse=not self.scan_layers)

@@ -12,7 +12,8 @@ It is a timing reference only: nothing here is trained or compared number for nu
 Prints one line for the benchmark to parse:
   TORCH <best step seconds> <torch matmul FLOP/s> <parameter count> <threads> <attention form>
 where the attention form is the faster of the two PyTorch ways (scaled_dot_product_attention, or
-explicit matmuls + softmax as in facebookresearch/DiT before PyTorch 2), timed in this run.
+explicit matmuls + softmax as in facebookresearch/DiT before PyTorch 2), timed in this run. Eager by
+default, as facebookresearch/DiT trains; --compile runs the network through torch.compile.
 """
 
 import argparse
@@ -114,7 +115,7 @@ class AVDiT(nn.Module):
     return a_out, v_out
 
 
-def make_step(model, segments, batch):
+def make_step(model, segments, batch, compile_model=False):
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, foreach=True)
   ema = [p.detach().clone() for p in model.parameters()]
   alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 2e-2, 1000), 0)
@@ -122,6 +123,7 @@ def make_step(model, segments, batch):
   audio = torch.randn(batch, *AUDIO_SHAPE, generator=gen)
   video = torch.randn(batch, *VIDEO_SHAPE, generator=gen)
   ta, tv = AUDIO_SHAPE[0], VIDEO_SHAPE[0]
+  net = torch.compile(model) if compile_model else model   # inductor: the network's forward and backward
 
   def step():
     t = torch.randint(0, 1000, (batch, 2, segments), generator=gen)                       # one t per cell
@@ -131,7 +133,7 @@ def make_step(model, segments, batch):
     eps_a, eps_v = torch.randn(audio.shape, generator=gen), torch.randn(video.shape, generator=gen)
     z_a = abar_a.sqrt() * audio + (1 - abar_a).sqrt() * eps_a
     z_v = abar_v.sqrt() * video + (1 - abar_v).sqrt() * eps_v
-    out_a, out_v = model(z_a, z_v, t)
+    out_a, out_v = net(z_a, z_v, t)
     noisy_a, noisy_v = (abar_a < 1).float(), (abar_v < 1).float()
     loss = (((out_a - eps_a) ** 2 * noisy_a).sum() + ((out_v - eps_v) ** 2 * noisy_v).sum()) / (
         noisy_a.expand_as(out_a).sum() + noisy_v.expand_as(out_v).sum())
@@ -162,6 +164,7 @@ def main():
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--segments", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--compile", action="store_true", help="torch.compile the network (inductor, C++ on CPU).")
   args = parser.parse_args()
   if AUDIO_SHAPE[0] % args.segments or VIDEO_SHAPE[0] % args.segments:
     parser.error(f"--segments={args.segments} must divide {AUDIO_SHAPE[0]} audio and {VIDEO_SHAPE[0]} video frames.")
@@ -172,7 +175,7 @@ def main():
   times = {}
   for attention in ("sdpa", "matmul"):
     model = AVDiT(args.variant, args.segments, attention)
-    times[attention] = best_time(make_step(model, args.segments, args.batch), args.repeats)
+    times[attention] = best_time(make_step(model, args.segments, args.batch, args.compile), args.repeats)
   form = min(times, key=times.get)
   params = sum(p.numel() for p in model.parameters())
   print(f"TORCH {times[form]} {peak} {params} {torch.get_num_threads()} {form}")
