@@ -26,7 +26,7 @@ import optax
 import tensorboardX
 from absl import logging
 
-from avdit_jax import checkpoint, sharding, trainees
+from avdit_jax import checkpoint, sharding, speed, trainees
 
 
 @flax.struct.dataclass
@@ -213,6 +213,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   preemption = checkpoint.PreemptionFlag()
   pending = None                       # (step, metrics) dispatched but not yet read
   start, timed_from = time.time(), None
+  peak = config.train.get("peak_flops_per_device", 0)
+  if peak < 0:                         # measure this machine's (tools/benchmark.py uses the same figure)
+    peak = speed.matmul_peak(config.model.get("dtype", "float32"))
+    logging.info("MFU against a measured matmul peak of %.1f GFLOP/s per device", peak / 1e9)
 
   def report(step, metrics):
     nonlocal timed_from
@@ -229,8 +233,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         flops_per_device = rate * setup.step_flops / jax.device_count()
         values.update({"steps_per_sec": rate, "examples_per_sec": rate * config.data.batch_size,
                        "tflops_per_device": flops_per_device / 1e12})
-        if config.train.get("peak_flops_per_device", 0) > 0:
-          values["mfu"] = flops_per_device / config.train.peak_flops_per_device
+        if peak > 0:
+          values["mfu"] = flops_per_device / peak
       writer.write(step, values)
       rate = values.get("steps_per_sec", float("nan"))
       eta = (num_steps - step) / rate if rate == rate and rate > 0 else float("nan")

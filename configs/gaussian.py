@@ -52,8 +52,8 @@ def get_config(arg: str = ""):
   c.optim = dict(lr=2e-3, schedule="cosine", warmup_steps=50, final_lr_fraction=0.0, b1=0.9, b2=0.999,
                  weight_decay=0.0, grad_clip=1.0, ema_decay=0.99)
   # debug_kill_at_step: tests only; SIGKILL the process right after the checkpoint of that step.
-  # peak_flops_per_device: the accelerator's peak FLOP/s for the MFU column (0: no MFU), e.g. 197e12 for a
-  # v5e chip in bf16; tools/benchmark.py measures a CPU's.
+  # peak_flops_per_device: the accelerator's peak FLOP/s for the MFU column, e.g. 197e12 for a v5e chip in
+  # bf16; 0: no MFU; -1: measure a 2048^2 matmul in model.dtype on this machine at start (avdit_jax/speed.py).
   c.train = dict(num_steps=600, log_every=50, peak_flops_per_device=0.0, debug_kill_at_step=0)
   c.checkpoint = dict(every_steps=200, max_to_keep=3, async_save=True)
   # Mesh over all devices: data parallel by default; (1, -1, 1) is FSDP, (1, -1, 2) FSDP + tensor.

@@ -79,6 +79,17 @@ def test_per_strategy_losses_are_logged(tmp_path):
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "tensorboard"))
 
 
+def test_mfu_against_a_measured_peak(tmp_path):
+  config = load_config(arg="test")
+  config.train.peak_flops_per_device = -1.0          # measure this machine's matmul peak at start
+  train.train_and_evaluate(config, str(tmp_path))
+  last = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")][-1]
+  # The tiny test model is far from a big matmul's rate, but its MFU is a positive fraction of it.
+  assert 0 < last["mfu"] < 1
+  peak = last["tflops_per_device"] * 1e12 / last["mfu"]
+  assert peak > 1e9                                  # any CPU of this decade does a GFLOP/s
+
+
 def test_bad_monl_config_raises_naming_the_field():
   config = load_config()
   config.monl.weights = dict(vanilla=1.0, per_modal=1.0)

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import data, factory, hlo_text, monl, sharding, train
+from avdit_jax import data, factory, hlo_text, monl, sharding, speed, train
 from avdit_jax import model as avdit
 from avdit_jax import sample as sampling
 
@@ -78,10 +78,7 @@ def best_time(fn, *args, repeats):  # fn(*args) -> arrays to wait on
 
 
 def matmul_peak(repeats):
-  n = 2048
-  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), FLAGS.dtype)
-  f = jax.jit(lambda x: x @ x)
-  return 2 * n**3 / best_time(f, a, repeats=max(repeats, 10))   # short calls: take the best of many
+  return speed.matmul_peak(FLAGS.dtype, repeats=max(repeats, 10))   # short calls: take the best of many
 
 
 def real_train_step(config):
