@@ -121,8 +121,15 @@ class Normalizer:
 
 
 def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec, meta: data.Metadata,
-             eval_config, *, dataset: str, tfds_dir: str, media_dir: str | None) -> dict:
-  """{task: {system: {score: mean over clips}}} plus '_clips' and '_step'."""
+             eval_config, *, dataset: str, tfds_dir: str, media_dir: str | None,
+             systems: tuple = SYSTEMS) -> dict:
+  """{task: {system: {score: mean over clips}}} plus '_clips' and '_step', for the `systems` asked (a subset of
+  SYSTEMS: each system's scores do not depend on which others run, so a caller can reuse the baselines)."""
+  unknown = set(systems) - set(SYSTEMS)
+  if unknown or not systems:
+    raise ValueError(f"evaluate: systems {sorted(unknown) or '()'}; expected a non-empty subset of {SYSTEMS}.")
+  if media_dir and "model" not in systems:
+    raise ValueError("evaluate: media_dir writes the model's samples; add 'model' to systems.")
   rows, spec = load_clips(dataset, eval_config.split, tfds_dir, eval_config.num_clips)
   if spec != pair.spec:
     raise ValueError(f"{dataset}/{eval_config.split}: clips {spec} are not the tokenizers' grid {pair.spec}.")
@@ -161,17 +168,19 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
     cond = sampling.make_condition(unconditional(sampler) if not mask.any() else sampler, mask, cond_a, cond_v)
     media_of = {"tokenizer": (real_frames, real_audio), "shuffled": (shift(real_frames), shift(real_audio))}
     for name in ("model", "untrained"):
+      if name not in systems:
+        continue
       gen_a, gen_v = run(name, mask)(cond, jax.random.PRNGKey(eval_config.seed + i))
       media_of[name] = pair.decode(*norm.from_model(gen_a, gen_v))
     results[task] = {}
-    for name in SYSTEMS:
+    for name in systems:
       f, a = media_of[name]
       per_clip = [score_sample(mask, f[k], a[k], rows[k], spec, windows, radius_px) for k in range(len(rows))]
       results[task][name] = {s: float(np.mean([p[s] for p in per_clip])) for s in SCORES if s in per_clip[0]}
       for score, (fn, part) in extractors.items():
         results[task][name][score] = (float("nan") if name == "shuffled" else
                                       metrics.frechet_distance(real_features[score], fn(media_of[name][part])))
-    logging.info("task %s: %s", task, results[task]["model"])
+    logging.info("task %s: %s", task, results[task].get("model", results[task]))
     if media_dir:
       _write_task_media(os.path.join(media_dir, task.replace(":", "_")), media_of["model"], (frames, audio),
                         mask, spec, eval_config.media_per_task)

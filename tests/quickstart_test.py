@@ -126,3 +126,25 @@ def test_evaluation_adds_fvd_and_fad_when_asked(quickstart_run, tmp_path):
   # a2v generates only video: the audio is the given clip's, so FAD sees the tokenizer round trip only.
   assert results["a2v"]["model"]["fvd"] != results["a2v"]["tokenizer"]["fvd"]
   assert "| fvd |" in av_evaluation.markdown(results)
+
+
+def test_evaluation_of_some_systems_equals_theirs_in_the_full_evaluation(quickstart_run):
+  """tools/table1.py scores the untrained baseline once and the trained models alone: the parts must agree."""
+  import ml_collections
+  from avdit_jax import av_evaluation, checkpoint, codec, data
+  root, config, _ = quickstart_run
+  sub = checkpoint.saved_config(os.path.join(root, "avdit"))
+  with sub.unlocked():
+    sub.eval.tasks = ("v2a", "a2v")
+  ev = ml_collections.ConfigDict(dict(config.eval.to_dict(), media_per_task=0))
+  kwargs = dict(dataset=config.pipeline.dataset, tfds_dir=os.path.join(root, "tfds"), media_dir=None)
+  meta = data.Metadata.read(os.path.join(root, "latents", "train"))
+  args = (sub, os.path.join(root, "avdit"), codec.load_pair(root), meta, ev)
+  full = av_evaluation.evaluate(*args, **kwargs)
+  alone = av_evaluation.evaluate(*args, **kwargs, systems=("untrained",))
+  rest = av_evaluation.evaluate(*args, **kwargs, systems=("model", "shuffled"))
+  for task in sub.eval.tasks:
+    assert set(alone[task]) == {"untrained"} and set(rest[task]) == {"model", "shuffled"}
+    assert {**alone[task], **rest[task]} == {k: v for k, v in full[task].items() if k != "tokenizer"}, task
+  with pytest.raises(ValueError, match="systems"):
+    av_evaluation.evaluate(*args, **kwargs, systems=("trained",))

@@ -119,8 +119,16 @@ def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[di
   meta = data.Metadata.read(c.data.dir)
   dataset, tfds_dir = meta.tokenizer["dataset"], os.path.join(quickstart, "tfds")
   ev = ml_collections.ConfigDict(dict(split="validation", num_clips=32, media_per_task=0, seed=0))
-  results = av_evaluation.evaluate(c, workdir, pair, meta, ev, dataset=dataset, tfds_dir=tfds_dir, media_dir=None)
-  return {t: results[t]["model"][PROBES[t]] / max(results[t]["untrained"][PROBES[t]], 1e-9) for t in tasks}, {}
+  kwargs = dict(dataset=dataset, tfds_dir=tfds_dir, media_dir=None)
+  key = (quickstart, tuple(tasks))   # the untrained AVDiT's scores depend on the run and the task list only
+  if key not in _UNTRAINED:
+    _UNTRAINED[key] = av_evaluation.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("untrained",))
+  untrained = _UNTRAINED[key]
+  results = av_evaluation.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("model",))
+  return {t: results[t]["model"][PROBES[t]] / max(untrained[t]["untrained"][PROBES[t]], 1e-9) for t in tasks}, {}
+
+
+_UNTRAINED = {}   # (main-job run, tasks) -> av_evaluation results of the untrained system, scored once per call
 
 
 def moment_error(r: dict, who: str = "model") -> float:
