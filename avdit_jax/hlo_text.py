@@ -30,10 +30,15 @@ def collectives(hlo: str) -> dict:
 
 @dataclasses.dataclass
 class _Computation:
-  matmul_flops: float = 0.0
+  dot_flops: dict = dataclasses.field(default_factory=dict)   # instruction -> FLOPs of its own dot / convolution
+  batched: set = dataclasses.field(default_factory=set)       # the dots among them with batch dimensions
   callees: list = dataclasses.field(default_factory=list)     # fusions, calls: run once per run of this
   loops: list = dataclasses.field(default_factory=list)       # (condition, body, op name, while line)
   lines: list = dataclasses.field(default_factory=list)
+
+  @property
+  def matmul_flops(self) -> float:
+    return sum(self.dot_flops.values())
 
 
 def _dims(text: str) -> tuple[int, ...] | None:
@@ -95,11 +100,13 @@ def parse(hlo: str) -> dict[str, _Computation]:
       shapes[name] = dims
     current.lines.append((name, rest))
   for comp in comps.values():
-    for _, rest in comp.lines:
+    for name, rest in comp.lines:
       op = _OP.search(rest)
       op = op.group(1) if op else ""
       if op in ("dot", "convolution") and (out := _dims(rest)) is not None:
-        comp.matmul_flops += _matmul_flops(op, out, rest[rest.index(op + "("):], shapes)
+        comp.dot_flops[name] = _matmul_flops(op, out, rest[rest.index(op + "("):], shapes)
+        if op == "dot" and re.search(r"lhs_batch_dims=\{\d", rest):
+          comp.batched.add(name)
       elif op == "while":
         cond, body = (re.search(rf"{k}=%([\w.\-]+)", rest).group(1) for k in ("condition", "body"))
         where = re.search(r'op_name="([^"]+)"', rest)
@@ -166,8 +173,7 @@ def _batched(comps: dict, name: str, _seen=()) -> bool:
   comp = comps.get(name)
   if comp is None or name in _seen:
     return False
-  return (any(" dot(" in rest and re.search(r"lhs_batch_dims=\{\d", rest) for _, rest in comp.lines)
-          or any(_batched(comps, c, _seen + (name,)) for c in comp.callees))
+  return bool(comp.batched) or any(_batched(comps, c, _seen + (name,)) for c in comp.callees)
 
 
 def entry_instructions(hlo: str) -> dict[str, dict]:
@@ -175,17 +181,14 @@ def entry_instructions(hlo: str) -> dict[str, dict]:
   metadata ('' if none), the matmul FLOPs each runs (its own dot or those of the computation it calls) and
   whether those include a batched matmul (a dot with batch dimensions, as attention's)."""
   comps = parse(hlo)
-  shapes = {n: d for c in comps.values() for n, r in c.lines if (d := _dims(r)) is not None}
+  entry = comps[entry_name(hlo)]
   out = {}
-  for name, rest in comps[entry_name(hlo)].lines:
+  for name, rest in entry.lines:
     op = _OP.search(rest)
     op = op.group(1) if op else ""
     callees = re.findall(r"(?:calls|to_apply)=%([\w.\-]+)", rest)
-    flops = sum(_flops(comps, c, True) for c in callees)
-    batched = any(_batched(comps, c) for c in callees)
-    if op in ("dot", "convolution") and (dims := _dims(rest)) is not None:
-      flops += _matmul_flops(op, dims, rest[rest.index(op + "("):], shapes)
-      batched = batched or bool(re.search(r"lhs_batch_dims=\{\d", rest))
+    flops = entry.dot_flops.get(name, 0.0) + sum(_flops(comps, c, True) for c in callees)
+    batched = name in entry.batched or any(_batched(comps, c) for c in callees)
     where = re.search(r'op_name="([^"]+)"', rest)
     out[name] = {"op": op, "op_name": where.group(1) if where else "", "matmul_flops": flops, "batched": batched}
   return out
