@@ -67,16 +67,6 @@ AUDIO_SHAPE = (64, 8)          # 64 audio tokens at audio_patch 1
 VIDEO_SHAPE = (4, 16, 16, 4)   # 4 x 8 x 8 = 256 video tokens at video_patch (1, 2, 2)
 
 
-def best_time(fn, *args, repeats):  # fn(*args) -> arrays to wait on
-  jax.block_until_ready(fn(*args))   # warm-up (and compile)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return min(times)
-
-
 def matmul_peak(repeats):
   return speed.matmul_peak(FLAGS.dtype, repeats=max(repeats, 10))   # short calls: take the best of many
 
@@ -188,7 +178,7 @@ def main(_):
     config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
     step, setup, _ = real_train_step(config)
     peak = matmul_peak(FLAGS.repeats)
-    print(f"TRAIN {best_time(step, repeats=FLAGS.repeats)} {peak} {setup.step_flops}")
+    print(f"TRAIN {speed.best_time(step, repeats=FLAGS.repeats)} {peak} {setup.step_flops}")
     return
   if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
     fsdp = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, -1, 1)))
@@ -211,7 +201,7 @@ def main(_):
 
   t_seg = None
   if {"train", "modulation", "input"} & set(FLAGS.only):
-    t_seg = best_time(step, repeats=FLAGS.repeats)
+    t_seg = speed.best_time(step, repeats=FLAGS.repeats)
   if "train" in FLAGS.only:
     flops = setup.step_flops
     rows.append(("train step", f"{t_seg * 1e3:.0f} ms, {flops / t_seg / 1e9:.1f} GFLOP/s",
@@ -219,7 +209,7 @@ def main(_):
   if "modulation" in FLAGS.only:
     per_example = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
     per_example.model.modulation = "example"
-    t_ex = best_time(real_train_step(per_example)[0], repeats=FLAGS.repeats)
+    t_ex = speed.best_time(real_train_step(per_example)[0], repeats=FLAGS.repeats)
     rows.append(("per-cell adaLN / per-example adaLN", f"{t_seg * 1e3:.0f} / {t_ex * 1e3:.0f} ms",
                  f"{t_seg / t_ex:.3f}x"))
 
@@ -230,13 +220,13 @@ def main(_):
     video = jnp.asarray(rng.normal(size=(FLAGS.batch, *VIDEO_SHAPE)), jnp.float32)
     t_grid = jnp.full((FLAGS.batch, 2, FLAGS.segments), 500, jnp.int32)
     forward = jax.jit(lambda p, a, v, t: net.apply({"params": p}, a, v, t))
-    t_fwd = best_time(forward, params, audio, video, t_grid, repeats=FLAGS.repeats)
+    t_fwd = speed.best_time(forward, params, audio, video, t_grid, repeats=FLAGS.repeats)
     n = FLAGS.sample_steps
     for loop in ("python", "fori"):
       sampler = factory.sampler(config, num_steps=n, loop=loop)
       run = sampling.make_sampler(lambda a, v, t: net.apply({"params": params}, a, v, t), sampler)
       cond = sampling.make_condition(sampler, monl.a2v(FLAGS.segments), audio, video)
-      t_run = best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
+      t_run = speed.best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
       rows.append((f"sampling {n} steps, {loop} loop", f"{t_run * 1e3:.0f} ms vs {n} x {t_fwd * 1e3:.0f} ms",
                    f"{t_run / (n * t_fwd):.3f}x of {n} forward passes"))
     rows.append(("sampling default loop on this backend", sampling.default_loop(), ""))
@@ -281,7 +271,7 @@ def main(_):
     times = op_times(step, steps=FLAGS.repeats)
     parts = profile_parts(times, instructions)
     traced = sum(t for t, _ in parts.values())
-    wall = t_seg if t_seg is not None else best_time(step, repeats=FLAGS.repeats)
+    wall = t_seg if t_seg is not None else speed.best_time(step, repeats=FLAGS.repeats)
     peak = peak or matmul_peak(FLAGS.repeats)
     malloc = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc malloc"
     rows.append((f"profile ({malloc}): op time per step", f"{traced * 1e3:.0f} ms vs {wall * 1e3:.0f} ms wall",
