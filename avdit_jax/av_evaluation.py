@@ -134,7 +134,7 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
   if spec != pair.spec:
     raise ValueError(f"{dataset}/{eval_config.split}: clips {spec} are not the tokenizers' grid {pair.spec}.")
   params, model, step = inference.load_params(config, run_dir, use_ema=config.eval.use_ema)
-  untrained = nn.unbox(trainees.for_config(config).init(config.seed + 1))
+  untrained = nn.unbox(trainees.for_config(config).init(config.seed + 1)) if "untrained" in systems else None
   sampler = factory.sampler(config)
   windows = segment_windows(spec, sampler.segments)
   radius_px = _radius_px(dataset, tfds_dir, spec)
@@ -142,7 +142,8 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
   frames = np.stack([r["video"] for r in rows])
   audio = np.stack([r["audio"] for r in rows])
   real_a, real_v = pair.encode(frames, audio)
-  real_frames, real_audio = pair.decode(real_a, real_v)
+  # The round trip through the tokenizers: a system of its own, and the media the shuffled pairing pairs.
+  real = pair.decode(real_a, real_v) if {"tokenizer", "shuffled"} & set(systems) else None
   cond_a, cond_v = (jnp.asarray(x) for x in norm.to_model(real_a, real_v))
   samplers = {}                                             # (system, unconditional task) -> sampler
 
@@ -166,7 +167,7 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
   for i, task in enumerate(config.eval.tasks):
     mask = factory.task(task, config.num_segments)
     cond = sampling.make_condition(unconditional(sampler) if not mask.any() else sampler, mask, cond_a, cond_v)
-    media_of = {"tokenizer": (real_frames, real_audio), "shuffled": (shift(real_frames), shift(real_audio))}
+    media_of = {} if real is None else {"tokenizer": real, "shuffled": tuple(shift(x) for x in real)}
     for name in ("model", "untrained"):
       if name not in systems:
         continue

@@ -106,6 +106,10 @@ def _tokenizers(quickstart: str):
   return codec.load_pair(quickstart)
 
 
+# (main-job run, tasks) -> av_evaluation's results of the untrained AVDiT: scored once per call of the tool.
+_UNTRAINED = {}
+
+
 def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[dict, dict]:
   """Trains (or restores) one model on a main-job run's latents: ({task: probe / untrained's}, {})."""
   from avdit_jax import av_evaluation, checkpoint, data, train
@@ -126,9 +130,6 @@ def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[di
   untrained = _UNTRAINED[key]
   results = av_evaluation.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("model",))
   return {t: results[t]["model"][PROBES[t]] / max(untrained[t]["untrained"][PROBES[t]], 1e-9) for t in tasks}, {}
-
-
-_UNTRAINED = {}   # (main-job run, tasks) -> av_evaluation results of the untrained system, scored once per call
 
 
 def moment_error(r: dict, who: str = "model") -> float:
