@@ -9,18 +9,22 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from avdit_jax import diffusion, gaussian, monl, objective
-from avdit_jax import model as avdit
-from avdit_jax import sample as sampling
+from avdit_jax.core import diffusion, gaussian, monl, objective, sampling
+from avdit_jax.models import avdit
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """A config file by path with an optional ':variant' (e.g. 'configs/paper.py:xl,v5p'), as --config reads it."""
+def load_config(spec: str, *, relative_to: str | None = None) -> ml_collections.ConfigDict:
+  """A config file by path with an optional ':variant' (e.g. 'configs/paper.py:xl,v5p'), as --config reads it.
+
+  `relative_to` (a config file's __file__) resolves the path next to that file: how configs build on
+  configs/common.py and on each other."""
   import importlib.util
   import os
   path, _, arg = spec.partition(":")
+  if relative_to is not None:
+    path = os.path.join(os.path.dirname(os.path.abspath(relative_to)), path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"config {spec!r}: no file {path}.")
   module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)

@@ -11,7 +11,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import codec, evaluation, factory, inference, pipeline, train
+from avdit_jax import factory, pipeline
+from avdit_jax.evals import gaussian_toy
+from avdit_jax.inference import codec, run
+from avdit_jax.train import trainer
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with an optional ':variant'.",
                                 lock_config=True)
@@ -48,19 +51,19 @@ def main(argv):
     pipeline.run(config, workdir)
     return
   if FLAGS.mode == "sample":
-    inference.sample_tasks(config, workdir)
+    run.sample_tasks(config, workdir)
     return
-  state = train.train_and_evaluate(config, workdir)
+  state = trainer.train_and_evaluate(config, workdir)
   if config.get("trainee", "avdit") != "avdit":
     if jax.process_index() == 0:
       print(codec.write_report(codec.load(workdir, use_ema=True), workdir))
     return
   if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
     model = factory.model(config)
-    params = train.to_host(state.ema_params if config.eval.use_ema else state.params)
-    results = evaluation.gaussian_task_errors(config, lambda a, v, t: model.apply({"params": params}, a, v, t))
+    params = trainer.to_host(state.ema_params if config.eval.use_ema else state.params)
+    results = gaussian_toy.gaussian_task_errors(config, lambda a, v, t: model.apply({"params": params}, a, v, t))
     report = ("# Gaussian toy: squared error of the sample mean vs the exact conditional mean\n\n"
-              + evaluation.markdown_table(results) + "\n")
+              + gaussian_toy.markdown_table(results) + "\n")
     with open(os.path.join(workdir, "report.md"), "w") as f:
       f.write(report)
     print(report)

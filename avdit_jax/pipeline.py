@@ -3,10 +3,10 @@
   WORKDIR/tfds             the clip data set (built here when it is a synthetic one)
   WORKDIR/video_tokenizer  a training run (train.py), with report.md
   WORKDIR/audio_tokenizer  a training run, with report.md
-  WORKDIR/latents/train    the tokenized training split (avdit_jax/data.py format)
+  WORKDIR/latents/train    the tokenized training split (avdit_jax/data/latents.py format)
   WORKDIR/avdit            the AVDiT training run on those latents
   WORKDIR/samples/<task>/  mp4 (video + audio), frame strip and spectrogram per sample, next to its input
-  WORKDIR/report.md        the evaluation (avdit_jax/av_evaluation.py)
+  WORKDIR/report.md        the evaluation (avdit_jax/evals/clip_tasks.py)
 
 Every stage resumes: a finished training run or tokenized split is reused as it is, so a rerun after an
 interruption picks up where it stopped. Each stage logs its progress with an ETA.
@@ -21,7 +21,10 @@ import jax
 import ml_collections
 from absl import logging
 
-from avdit_jax import av_evaluation, codec, data, datasets, train
+from avdit_jax.data import datasets, latents
+from avdit_jax.evals import clip_tasks
+from avdit_jax.inference import codec
+from avdit_jax.train import trainer
 
 STAGES = ("data", "video_tokenizer", "audio_tokenizer", "tokenize", "avdit", "evaluate")
 
@@ -36,7 +39,7 @@ def tokenizer_config(config: ml_collections.ConfigDict, name: str, tfds_dir: str
   return sub
 
 
-def avdit_config(config: ml_collections.ConfigDict, latents: str, meta: data.Metadata) -> ml_collections.ConfigDict:
+def avdit_config(config: ml_collections.ConfigDict, latents: str, meta: latents.Metadata) -> ml_collections.ConfigDict:
   sub = ml_collections.ConfigDict(config.avdit.to_dict())
   sub.data.update(kind="latents", dir=latents, audio_shape=meta.audio_shape, video_shape=meta.video_shape)
   return sub
@@ -53,7 +56,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
     _stage(i, name, started)
     sub, run_dir = tokenizer_config(config, name, tfds_dir), os.path.join(workdir, name)
-    train.train_and_evaluate(sub, run_dir)
+    trainer.train_and_evaluate(sub, run_dir)
     tokenizers[name] = codec.load(run_dir)
     if jax.process_index() == 0:
       logging.info("%s", codec.write_report(tokenizers[name], run_dir))
@@ -65,21 +68,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                               num_segments=config.avdit.num_segments,
                               process_index=jax.process_index(), process_count=jax.process_count())
   if meta is None:                      # other processes: wait for process 0's metadata
-    while not os.path.exists(os.path.join(latents, data.METADATA)):
+    while not os.path.exists(os.path.join(latents, latents.METADATA)):
       time.sleep(1.0)
-    meta = data.Metadata.read(latents)
+    meta = latents.Metadata.read(latents)
 
   _stage(4, "AVDiT with MoNL on the latents", started)
   sub = avdit_config(config, latents, meta)
-  train.train_and_evaluate(sub, os.path.join(workdir, "avdit"))
+  trainer.train_and_evaluate(sub, os.path.join(workdir, "avdit"))
 
   _stage(5, "sample every task and evaluate", started)
   path = os.path.join(workdir, "report.md")
   if jax.process_index() == 0:
-    results = av_evaluation.evaluate(sub, os.path.join(workdir, "avdit"), pair, meta, config.eval,
+    results = clip_tasks.evaluate(sub, os.path.join(workdir, "avdit"), pair, meta, config.eval,
                                      dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
                                      media_dir=os.path.join(workdir, "samples"))
-    report = av_evaluation.markdown(results, elapsed_s=time.time() - started)
+    report = clip_tasks.markdown(results, elapsed_s=time.time() - started)
     with open(path, "w") as f:
       f.write(report)
     print(report)

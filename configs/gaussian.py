@@ -11,7 +11,7 @@ each task's samples are to the exact conditional mean (report.md in the workdir)
 
 import ml_collections
 
-from avdit_jax import sharding
+from avdit_jax.train import sharding
 
 
 def get_config(arg: str = ""):
@@ -21,7 +21,7 @@ def get_config(arg: str = ""):
 
   c.data = dict(
       kind="gaussian",                    # 'gaussian': drawn on the fly; 'latents': files in data.dir
-      dir="",                             # a latent directory (avdit_jax/data.py), for kind='latents'
+      dir="",                             # a latent directory (avdit_jax/data/latents.py), for kind='latents'
       normalize=True,                     # per-channel statistics from the directory's metadata
       num_workers=0,                      # grain worker processes (0: in the main process)
       audio_shape=(8, 2),                 # (Ta, Ca)
@@ -53,7 +53,7 @@ def get_config(arg: str = ""):
                  weight_decay=0.0, grad_clip=1.0, ema_decay=0.99)
   # debug_kill_at_step: tests only; SIGKILL the process right after the checkpoint of that step.
   # peak_flops_per_device: the accelerator's peak FLOP/s for the MFU column, e.g. 197e12 for a v5e chip in
-  # bf16; 0: no MFU; -1: measure a 2048^2 matmul in model.dtype on this machine at start (avdit_jax/speed.py).
+  # bf16; 0: no MFU; -1: measure a 2048^2 matmul in model.dtype on this machine at start (avdit_jax/perf/speed.py).
   c.train = dict(num_steps=600, log_every=50, peak_flops_per_device=0.0, debug_kill_at_step=0)
   c.checkpoint = dict(every_steps=200, max_to_keep=3, async_save=True)
   # Mesh over all devices: data parallel by default; (1, -1, 1) is FSDP, (1, -1, 2) FSDP + tensor.

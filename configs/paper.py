@@ -8,7 +8,7 @@ v5e | v5p | v6e picks the remat and batch below (default v5p).
 
 The grid (PAPER.md): 17 frames at 8 fps through a causal 4x temporal, 8x spatial video tokenizer ->
 5 x 16 x 16 latents (5 x 32 x 32 for Landscape), 8 channels; 16 kHz audio, 2.5 s with the lead
-(avdit_jax/clips.py) at 50 latent frames per second -> 125 x 8; N = 5 segments, one per latent video frame.
+(avdit_jax/data/clips.py) at 50 latent frames per second -> 125 x 8; N = 5 segments, one per latent video frame.
 Tokens: video patch (1, 2, 2) -> 320 (1280 for Landscape), audio patch 1 -> 125.
 
 Choices (WORKSPACE.md, "Scaling report", has the compiled numbers):
@@ -22,7 +22,7 @@ Choices (WORKSPACE.md, "Scaling report", has the compiled numbers):
 
 import ml_collections
 
-from avdit_jax import sharding
+from avdit_jax.train import sharding
 
 SIZES = {"b": "B", "l": "L", "xl": "XL"}
 CHIPS = {

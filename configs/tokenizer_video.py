@@ -11,7 +11,7 @@ report (PSNR against the clip-mean baseline) in WORKDIR/report.md.
 
 import ml_collections
 
-from avdit_jax import sharding
+from avdit_jax.train import sharding
 
 
 def get_config(arg: str = ""):

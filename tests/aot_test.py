@@ -3,7 +3,7 @@
 import pytest
 from train_test import load_config
 
-from avdit_jax import aot
+from avdit_jax.train import aot
 
 pytestmark = pytest.mark.xdist_group("libtpu")   # one process holds libtpu; the others need not load it
 

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from avdit_jax import train
+from avdit_jax.train import trainer
 from train_test import ROOT, load_config
 
 K = 4
@@ -41,7 +41,7 @@ def _main(workdir, *overrides, wait=True):
 def _metrics(workdir):
   """step -> the row's deterministic fields (wall-clock throughput differs between runs by nature)."""
   rows = map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
-  return {row["step"]: train.deterministic(row) for row in rows}
+  return {row["step"]: trainer.deterministic(row) for row in rows}
 
 
 def _assert_same_tree(a, b):
@@ -50,12 +50,12 @@ def _assert_same_tree(a, b):
 
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
-  reference = train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
+  reference = trainer.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
   killed = tmp_path / "killed"
   rc, err = _main(killed, f"--config.train.num_steps={2 * K}", f"--config.train.debug_kill_at_step={K}")
   assert rc == -signal.SIGKILL, err[-2000:]
   assert max(_metrics(killed)) <= K
-  resumed = train.train_and_evaluate(_config(num_steps=2 * K), str(killed))
+  resumed = trainer.train_and_evaluate(_config(num_steps=2 * K), str(killed))
   ref_rows, got_rows = _metrics(tmp_path / "ref"), _metrics(killed)
   assert sorted(got_rows) == list(range(1, 2 * K + 1))
   for step in range(K + 1, 2 * K + 1):
@@ -76,12 +76,12 @@ def test_sigterm_saves_at_the_step_it_stopped_and_exits_zero(tmp_path):
   assert proc.returncode == 0, err[-2000:]
   saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
   assert saved and saved[-1] == max(_metrics(tmp_path)) and saved[-1] < 100000
-  state = train.train_and_evaluate(_config(num_steps=saved[-1] + 1), str(tmp_path))
+  state = trainer.train_and_evaluate(_config(num_steps=saved[-1] + 1), str(tmp_path))
   assert int(state.step) == saved[-1] + 1                    # and it resumes from there
 
 
 def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog):
-  train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path))
+  trainer.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path))
   first = _metrics(tmp_path)
   state_dir = tmp_path / "checkpoints" / str(2 * K) / "state"
   for root, _, files in os.walk(state_dir):
@@ -89,7 +89,7 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog)
       with open(os.path.join(root, name), "r+b") as f:
         f.truncate(max(os.path.getsize(f.name) // 3, 0))
   with caplog.at_level("WARNING"):
-    state = train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path))
+    state = trainer.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path))
   assert any("skipping checkpoint" in r.getMessage() and f"/{2 * K}" in r.getMessage() for r in caplog.records)
   assert int(state.step) == 2 * K
   again = _metrics(tmp_path)
@@ -98,11 +98,11 @@ def test_truncated_newest_checkpoint_is_skipped_with_a_warning(tmp_path, caplog)
 
 def test_checkpoint_restores_onto_another_mesh(tmp_path):
   config = _config(num_steps=K)
-  train.train_and_evaluate(config, str(tmp_path))
-  train.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
+  trainer.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
   config = _config(num_steps=2 * K)
   config.mesh.shape = (2, 2, 2)
-  state = train.train_and_evaluate(config, str(tmp_path))
+  state = trainer.train_and_evaluate(config, str(tmp_path))
   kernel = state.params["block_0"]["mlp_in"]["kernel"]
   assert kernel.sharding.shard_shape(kernel.shape) == (32, 128)          # laid out on the new mesh
   ref, got = _metrics(tmp_path / "ref"), _metrics(tmp_path)
@@ -111,9 +111,9 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
 
 
 def test_checkpoint_of_another_model_config_is_refused(tmp_path):
-  train.train_and_evaluate(_config(num_steps=K), str(tmp_path))
+  trainer.train_and_evaluate(_config(num_steps=K), str(tmp_path))
   config = _config(num_steps=2 * K)
   config.model.variant = "mini"
   with pytest.raises(ValueError, match=r"checkpoint .*/4 was written with config.model = .*'variant': 'tiny'"):
-    train.train_and_evaluate(config, str(tmp_path))
+    trainer.train_and_evaluate(config, str(tmp_path))
   shutil.rmtree(tmp_path)

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from avdit_jax import clips, datasets, media, synthetic_av
+from avdit_jax.data import clips, datasets, synthetic_av
+from avdit_jax.media import mediafile
 
 SMALL = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
 
@@ -72,8 +73,8 @@ def test_folder_builder_decodes_media_and_skips_bad_files(tmp_path):
   manual = tmp_path / "media"
   (manual / "cats").mkdir(parents=True)
   frames, audio = _long_clip(2, seed=5)
-  media.write_mp4(str(manual / "cats" / "good.mp4"), frames, SMALL.frame_rate, audio, SMALL.sample_rate)
-  media.write_mp4(str(manual / "silent.mp4"), frames, SMALL.frame_rate)                  # no audio track
+  mediafile.write_mp4(str(manual / "cats" / "good.mp4"), frames, SMALL.frame_rate, audio, SMALL.sample_rate)
+  mediafile.write_mp4(str(manual / "silent.mp4"), frames, SMALL.frame_rate)                  # no audio track
   good = (manual / "cats" / "good.mp4").read_bytes()
   (manual / "broken.mp4").write_bytes(good[:len(good) // 3])                           # truncated
   (manual / "noise.mp4").write_bytes(b"not a media file at all" * 10)                  # corrupt
@@ -104,13 +105,13 @@ def test_folder_builder_decodes_media_and_skips_bad_files(tmp_path):
 def test_written_mp4_has_both_streams_with_their_durations(tmp_path):
   frames, audio = _long_clip(1, seed=1)
   path = str(tmp_path / "clip.mp4")
-  media.write_mp4(path, frames, SMALL.frame_rate, audio, SMALL.sample_rate)
-  got = media.stream_durations(path)
+  mediafile.write_mp4(path, frames, SMALL.frame_rate, audio, SMALL.sample_rate)
+  got = mediafile.stream_durations(path)
   assert got["frames"] == SMALL.num_frames
   assert got["video"] == pytest.approx(SMALL.video_seconds)
   assert got["audio"] == pytest.approx(len(audio) / SMALL.sample_rate, abs=0.15)   # AAC pads up to a frame
   with pytest.raises(ValueError, match="even height"):
-    media.write_mp4(path, frames[:, :31], SMALL.frame_rate)
+    mediafile.write_mp4(path, frames[:, :31], SMALL.frame_rate)
 
 
 def test_unknown_data_set_names_are_refused(tmp_path):

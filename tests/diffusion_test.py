@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdit_jax import diffusion, monl
+from avdit_jax.core import diffusion, monl
 
 
 @pytest.mark.parametrize("name", diffusion.SCHEDULES)

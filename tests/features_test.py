@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from avdit_jax import clips, features, metrics, synthetic_av
+from avdit_jax.data import clips, synthetic_av
+from avdit_jax.evals import features, metrics
 
 SPEC = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import hlo_text
+from avdit_jax.perf import hlo_text
 
 
 def _hlo(fn, *shapes):

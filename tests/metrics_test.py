@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from avdit_jax import metrics
+from avdit_jax.evals import metrics
 
 
 def _frechet_scipy(a, b):

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdit_jax import model as avdit
-from avdit_jax import monl
+from avdit_jax.core import monl
+from avdit_jax.models import avdit
 
 N = 4
 AUDIO = (8, 2)          # 4 tokens with audio_patch 2 -> one per segment

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from avdit_jax import monl
+from avdit_jax.core import monl
 
 N, T, B = 5, 1000, 4096
 

@@ -6,7 +6,9 @@ import sys
 
 import numpy as np
 
-from avdit_jax import data, train
+from avdit_jax import factory
+from avdit_jax.data import streams
+from avdit_jax.train import trainer
 from train_test import ROOT, load_config
 
 
@@ -21,7 +23,8 @@ def _config(latents, workdir_steps):
 
 def test_two_processes_match_one_and_their_checkpoint_resumes(tmp_path):
   latents = tmp_path / "latents"
-  data.write_synthetic_latents(_config(latents, 4), str(latents), 40, num_shards=2)
+  config = _config(latents, 4)
+  streams.write_gaussian_latents(factory.gaussian_toy(config), config, str(latents), 40, num_shards=2)
   two = tmp_path / "two"
   cmd = [sys.executable, "launch/local.py", "--num_processes=2", "--devices_per_process=4", "--",
          sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py:test", f"--workdir={two}",
@@ -32,13 +35,13 @@ def test_two_processes_match_one_and_their_checkpoint_resumes(tmp_path):
   assert "[p1]" in out.stdout and "process 1 of 2, 4 local / 8 global devices" in out.stdout
 
   one = tmp_path / "one"
-  train.train_and_evaluate(_config(latents, 6), str(one))      # 1 process, the same 8 devices' mesh
+  trainer.train_and_evaluate(_config(latents, 6), str(one))      # 1 process, the same 8 devices' mesh
   rows = lambda d: {r["step"]: r for r in map(json.loads, open(d / "metrics.jsonl"))}
   got, ref = rows(two), rows(one)
   assert sorted(got) == [1, 2, 3, 4]
   np.testing.assert_allclose([got[s]["loss"] for s in got], [ref[s]["loss"] for s in got], rtol=1e-5)
 
-  state = train.train_and_evaluate(_config(latents, 6), str(two))   # the 2-process checkpoint, 1 process
-  assert int(train.to_host(state.step)) == 6
+  state = trainer.train_and_evaluate(_config(latents, 6), str(two))   # the 2-process checkpoint, 1 process
+  assert int(trainer.to_host(state.step)) == 6
   resumed = rows(two)
   np.testing.assert_allclose([resumed[s]["loss"] for s in (5, 6)], [ref[s]["loss"] for s in (5, 6)], rtol=1e-5)

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from avdit_jax import media
+from avdit_jax.media import mediafile
 
 pytestmark = pytest.mark.xdist_group("tokenizers")     # it shares the quickstart_run fixture
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -29,7 +29,7 @@ def test_demo_notebook_samples_every_task_with_sound(quickstart_run, monkeypatch
   for task in tasks:
     folder = os.path.join(root, "demo", task.replace(":", "_").replace(",", "+"))
     mp4 = os.path.join(folder, "0_sample.mp4")
-    got = media.stream_durations(mp4)
+    got = mediafile.stream_durations(mp4)
     assert got["video"] > 0 and got["audio"] > 0, (task, got)     # both streams present
     assert os.path.exists(os.path.join(folder, "0_side_by_side.mp4")) == (task != "joint")
   assert any("## a2v" in o.get("data", {}).get("text/markdown", "") for o in shown), "the report is shown"

@@ -4,7 +4,9 @@ shuffled pairs."""
 import numpy as np
 import pytest
 
-from avdit_jax import av_evaluation, clips, monl, probes, synthetic_av
+from avdit_jax.core import monl
+from avdit_jax.data import clips, synthetic_av
+from avdit_jax.evals import clip_tasks, probes
 
 SPEC = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
 SCENE = synthetic_av.Scene(clip=SPEC, radius=0.12)
@@ -31,7 +33,7 @@ def test_probes_recover_the_ground_truth(rows):
   lo, hi = 0.5 / SPEC.frame_rate, (SPEC.num_frames - 1.5) / SPEC.frame_rate
   video_err, audio_err = [], []
   for row in rows:
-    truth = av_evaluation.truth_events(row)
+    truth = clip_tasks.truth_events(row)
     bounces = probes.video_bounces(row["video"], 8.0, RADIUS_PX)
     video_err.append(probes.event_distance_ms(probes.in_window(truth, lo, hi), probes.in_window(bounces, lo, hi)))
     audio_err.append(probes.event_distance_ms(truth, probes.audio_onsets(row["audio"], SPEC)))
@@ -46,19 +48,19 @@ def test_probes_recover_the_ground_truth(rows):
 def test_scores_separate_synced_from_shuffled(rows):
   segments = monl.FrameSegments(audio=np.repeat(np.arange(3), 25).astype(np.int32),
                                 video=np.arange(3, dtype=np.int32))
-  windows = av_evaluation.segment_windows(SPEC, segments)
+  windows = clip_tasks.segment_windows(SPEC, segments)
   assert windows[0] == (-3 / 8, 1 / 8) and windows[2] == (5 / 8, 9 / 8)
   for task in ("a2v", "v2a"):
     mask = monl.task_mask(task, 3)
     key = f"{task}_sync_ms"
-    synced = [av_evaluation.score_sample(mask, r["video"], r["audio"], r, SPEC, windows, RADIUS_PX)[key] for r in rows]
-    shuffled = [av_evaluation.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)[key]
+    synced = [clip_tasks.score_sample(mask, r["video"], r["audio"], r, SPEC, windows, RADIUS_PX)[key] for r in rows]
+    shuffled = [clip_tasks.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)[key]
                 for r, o in zip(rows, rows[1:] + rows[:1])]
     assert np.mean(synced) < 0.5 * np.mean(shuffled), (task, np.mean(synced), np.mean(shuffled))
   # Identity: a continuation that keeps the clip's balls has no drift; another clip's balls do.
   mask = monl.task_mask("av_continue", 3, 1)
-  same = [av_evaluation.score_sample(mask, r["video"], r["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
+  same = [clip_tasks.score_sample(mask, r["video"], r["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
           for r in rows]
-  other = [av_evaluation.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
+  other = [clip_tasks.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
            for r, o in zip(rows, rows[1:] + rows[:1])]
   assert np.mean(same) == 0.0 and np.mean(other) > 0.3

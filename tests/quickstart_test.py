@@ -7,14 +7,16 @@ import sys
 import numpy as np
 import pytest
 
-from avdit_jax import clips, generate, media, synthetic_av
+from avdit_jax.data import clips, latents, synthetic_av
+from avdit_jax.inference import generate
+from avdit_jax.media import mediafile
 
 pytestmark = pytest.mark.xdist_group("tokenizers")
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def _playable(path: str, spec: clips.ClipSpec):
-  got = media.stream_durations(path)
+  got = mediafile.stream_durations(path)
   assert got["frames"] == spec.num_frames, (path, got)
   assert got["video"] == pytest.approx(spec.video_seconds), (path, got)
   assert got["audio"] == pytest.approx(spec.video_seconds, abs=0.15), (path, got)   # AAC pads its last frame
@@ -42,11 +44,12 @@ def foreign_mp4(tmp_path_factory):
   clip = synthetic_av.make_clip(synthetic_av.Scene(clip=spec, radius=0.12), 0, 7)
   root = tmp_path_factory.mktemp("user")
   path = str(root / "user.mp4")
-  media.write_mp4(path, clip["video"], spec.frame_rate, clip["audio"][spec.lead_samples:], spec.sample_rate)
+  mediafile.write_mp4(path, clip["video"], spec.frame_rate, clip["audio"][spec.lead_samples:], spec.sample_rate)
   silent = str(root / "silent.mp4")
-  media.write_mp4(silent, clip["video"], spec.frame_rate)
+  mediafile.write_mp4(silent, clip["video"], spec.frame_rate)
   short = str(root / "short.mp4")
-  media.write_mp4(short, clip["video"][:6], spec.frame_rate, clip["audio"][spec.lead_samples:][:8000], spec.sample_rate)
+  mediafile.write_mp4(short, clip["video"][:6], spec.frame_rate, clip["audio"][spec.lead_samples:][:8000],
+                      spec.sample_rate)
   return {"user": path, "silent": silent, "short": short}
 
 
@@ -73,16 +76,16 @@ def test_sampler_long_form_and_video_only_input(run, foreign_mp4, tmp_path):
   seconds = 2 * run.spec.video_seconds
   written = generate.sample_to_files(run, "av_continue:1", str(tmp_path), input_path=foreign_mp4["user"],
                                      seconds=seconds, num_steps=2)
-  got = media.stream_durations(written[0]["sample"]["mp4"])
+  got = mediafile.stream_durations(written[0]["sample"]["mp4"])
   assert got["video"] >= seconds - 1e-6 and got["audio"] == pytest.approx(got["video"], abs=0.15)
   # v2a needs no audio track: a silent file conditions it.
   generate.sample_to_files(run, "v2a", str(tmp_path / "v2a"), input_path=foreign_mp4["silent"], num_steps=2)
 
 
 def test_sampler_errors_name_the_problem(run, foreign_mp4, tmp_path):
-  with pytest.raises(media.MediaError, match="no audio track"):
+  with pytest.raises(mediafile.MediaError, match="no audio track"):
     generate.sample_to_files(run, "a2v", str(tmp_path), input_path=foreign_mp4["silent"], num_steps=2)
-  with pytest.raises(media.MediaError, match="to condition on"):
+  with pytest.raises(mediafile.MediaError, match="to condition on"):
     generate.sample_to_files(run, "a2v", str(tmp_path), input_path=foreign_mp4["short"], num_steps=2)
   with pytest.raises(ValueError, match="needs an input"):
     generate.sample_to_files(run, "a2v", str(tmp_path), num_steps=2)
@@ -107,7 +110,9 @@ def test_decoded_long_latents_keep_the_clip_grid(run):
 def test_evaluation_adds_fvd_and_fad_when_asked(quickstart_run, tmp_path):
   """The report's optional set-level distances: FVD with the pinned I3D, FAD with a user's VGGish file."""
   import ml_collections
-  from avdit_jax import av_evaluation, checkpoint, codec, data, features
+  from avdit_jax.evals import clip_tasks, features
+  from avdit_jax.inference import codec
+  from avdit_jax.train import checkpoint
   root, config, _ = quickstart_run
   rng = np.random.default_rng(0)
   weights = str(tmp_path / "vggish.npz")
@@ -116,35 +121,37 @@ def test_evaluation_adds_fvd_and_fad_when_asked(quickstart_run, tmp_path):
   with sub.unlocked():
     sub.eval.tasks = ("a2v",)
   pair = codec.load_pair(root)
-  meta = data.Metadata.read(os.path.join(root, "latents", "train"))
+  meta = latents.Metadata.read(os.path.join(root, "latents", "train"))
   ev = ml_collections.ConfigDict(dict(config.eval.to_dict(), fvd=True, fad_weights=weights, media_per_task=0))
-  results = av_evaluation.evaluate(sub, os.path.join(root, "avdit"), pair, meta, ev, dataset=config.pipeline.dataset,
+  results = clip_tasks.evaluate(sub, os.path.join(root, "avdit"), pair, meta, ev, dataset=config.pipeline.dataset,
                                    tfds_dir=os.path.join(root, "tfds"), media_dir=None)
   for name in ("model", "untrained", "tokenizer"):
     assert results["a2v"][name]["fvd"] > 0 and results["a2v"][name]["fad"] >= 0, (name, results["a2v"][name])
   assert np.isnan(results["a2v"]["shuffled"]["fvd"])             # the real set itself: no distance
   # a2v generates only video: the audio is the given clip's, so FAD sees the tokenizer round trip only.
   assert results["a2v"]["model"]["fvd"] != results["a2v"]["tokenizer"]["fvd"]
-  assert "| fvd |" in av_evaluation.markdown(results)
+  assert "| fvd |" in clip_tasks.markdown(results)
 
 
 def test_evaluation_of_some_systems_equals_theirs_in_the_full_evaluation(quickstart_run):
   """tools/table1.py scores the untrained baseline once and the trained models alone: the parts must agree."""
   import ml_collections
-  from avdit_jax import av_evaluation, checkpoint, codec, data
+  from avdit_jax.evals import clip_tasks
+  from avdit_jax.inference import codec
+  from avdit_jax.train import checkpoint
   root, config, _ = quickstart_run
   sub = checkpoint.saved_config(os.path.join(root, "avdit"))
   with sub.unlocked():
     sub.eval.tasks = ("v2a", "a2v")
   ev = ml_collections.ConfigDict(dict(config.eval.to_dict(), media_per_task=0))
   kwargs = dict(dataset=config.pipeline.dataset, tfds_dir=os.path.join(root, "tfds"), media_dir=None)
-  meta = data.Metadata.read(os.path.join(root, "latents", "train"))
+  meta = latents.Metadata.read(os.path.join(root, "latents", "train"))
   args = (sub, os.path.join(root, "avdit"), codec.load_pair(root), meta, ev)
-  full = av_evaluation.evaluate(*args, **kwargs)
-  alone = av_evaluation.evaluate(*args, **kwargs, systems=("untrained",))
-  rest = av_evaluation.evaluate(*args, **kwargs, systems=("model", "shuffled"))
+  full = clip_tasks.evaluate(*args, **kwargs)
+  alone = clip_tasks.evaluate(*args, **kwargs, systems=("untrained",))
+  rest = clip_tasks.evaluate(*args, **kwargs, systems=("model", "shuffled"))
   for task in sub.eval.tasks:
     assert set(alone[task]) == {"untrained"} and set(rest[task]) == {"model", "shuffled"}
     assert {**alone[task], **rest[task]} == {k: v for k, v in full[task].items() if k != "tokenizer"}, task
   with pytest.raises(ValueError, match="systems"):
-    av_evaluation.evaluate(*args, **kwargs, systems=("trained",))
+    clip_tasks.evaluate(*args, **kwargs, systems=("trained",))

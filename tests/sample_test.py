@@ -12,8 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdit_jax import diffusion, gaussian, monl
-from avdit_jax import sample as sampling
+from avdit_jax.core import diffusion, gaussian, monl, sampling
 
 N = 5
 SEGS = monl.frame_segments(10, 1, 5, 1, N)
@@ -119,7 +118,7 @@ def test_bad_tasks_raise_before_sampling():
 @pytest.mark.parametrize("guidance", [0.0, 1.5])
 def test_a_sampling_step_costs_about_one_forward_pass(guidance):
   """XLA's FLOP count of one reverse step vs one network call on the same (guided: doubled) batch."""
-  from avdit_jax import model as avdit
+  from avdit_jax.models import avdit
   net = avdit.make_model("S", depth=2, num_segments=4, audio_patch=1, video_patch=(1, 2, 2))
   segs = monl.frame_segments(64, 1, 4, 1, 4)
   audio, video = jnp.zeros((4, 64, 8)), jnp.zeros((4, 4, 16, 16, 4))

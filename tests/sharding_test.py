@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from avdit_jax import sharding, train
+from avdit_jax.train import sharding, trainer
 from train_test import load_config
 
 MESHES = {"data": (-1, 1, 1), "fsdp": (1, -1, 1), "fsdp_tensor": (2, 2, 2)}
@@ -18,7 +18,7 @@ def _run(tmp_path, name, shape):
   config.train.num_steps = 3
   config.mesh.shape = shape
   workdir = tmp_path / name
-  state = train.train_and_evaluate(config, str(workdir))
+  state = trainer.train_and_evaluate(config, str(workdir))
   losses = [json.loads(line)["loss"] for line in open(workdir / "metrics.jsonl")]
   return losses, state
 
@@ -62,4 +62,4 @@ def test_a_mesh_that_cannot_split_a_parameter_names_it_and_the_field():
   config = load_config(arg="test")
   config.mesh.shape = (1, 1, 8)                  # tensor 8: the tiny model has 4 heads
   with pytest.raises(ValueError, match=r"config.mesh.shape \(1, 1, 8\): .* split 8 ways over \('tensor',\)"):
-    train.build(config)
+    trainer.build(config)

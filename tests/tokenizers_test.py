@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from train_test import load_config
 
-from avdit_jax import codec, data, datasets, media
-from avdit_jax.tokenizers import audio as audio_tok
-from avdit_jax.tokenizers import video as video_tok
+from avdit_jax.data import clips, datasets, latents, streams
+from avdit_jax.inference import codec
+from avdit_jax.media import mediafile
+from avdit_jax.models.tokenizers import audio as audio_tok
+from avdit_jax.models.tokenizers import video as video_tok
 
 pytestmark = pytest.mark.xdist_group("tokenizers")
 
@@ -121,13 +123,13 @@ def test_tokenized_split_reads_back_through_the_training_pipeline(trained):
   config.num_segments = 3
   config.data.update(kind="latents", dir=out, audio_shape=meta.audio_shape, video_shape=meta.video_shape,
                      batch_size=8)
-  batch = next(iter(data.latent_dataset(config)))
+  batch = next(iter(streams.latent_dataset(config)))
   assert batch["video"].shape == (8, 3, 8, 8, 16) and batch["audio"].shape == (8, 75, 8)
   np.testing.assert_allclose(batch["video"].mean(axis=(0, 1, 2, 3)), 0.0, atol=1e-4)
   np.testing.assert_allclose(batch["video"].std(axis=(0, 1, 2, 3)), 1.0, atol=1e-3)
   # ... and the latents are the encoder's output for those clips.
   source, _ = datasets.data_source("synthetic_av/tiny", "train", str(root / "tfds"))
-  first = codec.read_latents(out, meta, 1)[0]
+  first = latents.read_clips(out, meta, 1)[0]
   clip = next(source[i] for i in range(8) if source[i]["clip_id"].decode() == first["clip_id"])
   audio, video = pair.encode(clip["video"][None], clip["audio"][None])
   np.testing.assert_allclose(first["video"], video[0], rtol=1e-5, atol=1e-5)
@@ -139,11 +141,12 @@ def test_media_to_latents_to_media_writes_a_playable_mp4_of_the_clip_durations(t
   pair = codec.Codec(codec.load(runs["tokenizer_video"]), codec.load(runs["tokenizer_audio"]))
   source, spec = datasets.data_source("synthetic_av/tiny", "validation", str(root / "tfds"))
   given = str(root / "given.mp4")                            # a media file: one clip, audio from its first frame
-  media.write_mp4(given, source[0]["video"], spec.frame_rate, source[0]["audio"][spec.lead_samples:], spec.sample_rate)
-  (_, frames, audio), = media.cut_clips(media.decode(given, spec.sample_rate), spec)
+  mediafile.write_mp4(given, source[0]["video"], spec.frame_rate, source[0]["audio"][spec.lead_samples:],
+                      spec.sample_rate)
+  (_, frames, audio), = clips.cut_clips(mediafile.decode(given, spec.sample_rate), spec)
   frames, audio = pair.decode(*pair.encode(frames[None], audio[None]))
   paths = codec.write_media(str(root / "roundtrip"), frames[0], audio[0], spec)
-  got = media.stream_durations(paths["mp4"])
+  got = mediafile.stream_durations(paths["mp4"])
   assert got["frames"] == spec.num_frames and got["video"] == pytest.approx(spec.video_seconds)
   assert got["audio"] == pytest.approx(spec.video_seconds, abs=0.15)        # AAC pads to its frame size
   for key in ("frames", "spectrogram"):

@@ -8,7 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avdit_jax import evaluation, factory, monl, objective, train, trainees
+from avdit_jax import factory
+from avdit_jax.core import monl, objective
+from avdit_jax.evals import gaussian_toy
+from avdit_jax.train import trainees, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +47,7 @@ def test_tiny_avdit_learns_the_a2v_conditional(schedule, prediction, tmp_path):
   config.train.num_steps = 300
   config.train.log_every = 1
   config.eval.num_conditions, config.eval.samples_per_condition = 4, 64
-  state = train.train_and_evaluate(config, str(tmp_path))
+  state = trainer.train_and_evaluate(config, str(tmp_path))
 
   losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")]
   assert len(losses) == 300
@@ -52,10 +55,11 @@ def test_tiny_avdit_learns_the_a2v_conditional(schedule, prediction, tmp_path):
 
   model = factory.model(config)
   trained = lambda a, v, t: model.apply({"params": state.params}, a, v, t)
-  fresh = jax.jit(lambda: train.init_state(config, trainees.for_config(config), train.make_optimizer(config)))().params
+  trainee = trainees.for_config(config)
+  fresh = jax.jit(lambda: trainer.init_state(config, trainee, trainer.make_optimizer(config)))().params
   untrained = lambda a, v, t: model.apply({"params": fresh}, a, v, t)
-  got = evaluation.gaussian_task_errors(config, trained, tasks=["a2v"])["a2v"]
-  base = evaluation.gaussian_task_errors(config, untrained, tasks=["a2v"])["a2v"]
+  got = gaussian_toy.gaussian_task_errors(config, trained, tasks=["a2v"])["a2v"]
+  base = gaussian_toy.gaussian_task_errors(config, untrained, tasks=["a2v"])["a2v"]
   assert got["model"] < base["model"]
   assert got["model_std"] < base["model_std"]      # the spread is learnt too (tools/table1.py scores both)
   assert got["exact_denoiser_std"] < got["model_std"]
@@ -65,7 +69,7 @@ def test_tiny_avdit_learns_the_a2v_conditional(schedule, prediction, tmp_path):
 
 def test_per_strategy_losses_are_logged(tmp_path):
   config = load_config(arg="test")
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   keys = set().union(*rows)
@@ -82,7 +86,7 @@ def test_per_strategy_losses_are_logged(tmp_path):
 def test_mfu_against_a_measured_peak(tmp_path):
   config = load_config(arg="test")
   config.train.peak_flops_per_device = -1.0          # measure this machine's matmul peak at start
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   last = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")][-1]
   # The tiny test model is far from a big matmul's rate, but its MFU is a positive fraction of it.
   assert 0 < last["mfu"] < 1

@@ -49,7 +49,8 @@ REPORT = [
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from avdit_jax import aot, factory
+  from avdit_jax import factory
+  from avdit_jax.train import aot
   if FLAGS.report:
     jobs = []
     for spec, topology, *overrides in REPORT:

@@ -17,7 +17,9 @@ os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 
 from absl import app, flags  # noqa: E402
 
-from avdit_jax import aot, factory, hlo_text  # noqa: E402
+from avdit_jax import factory
+from avdit_jax.perf import hlo_text
+from avdit_jax.train import aot  # noqa: E402
 
 flags.DEFINE_string("config", "configs/paper.py:b,v5e", "Config file with an optional ':variant'.")
 flags.DEFINE_string("topology", "v5e:4x4", "libtpu topology name.")

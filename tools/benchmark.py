@@ -44,16 +44,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import data, factory, hlo_text, monl, sharding, speed, train
-from avdit_jax import model as avdit
-from avdit_jax import sample as sampling
+from avdit_jax import factory
+from avdit_jax.core import monl, sampling
+from avdit_jax.data import streams
+from avdit_jax.models import avdit
+from avdit_jax.perf import hlo_text, speed
+from avdit_jax.train import sharding, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("variant", "S", "Model variant.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("segments", 4, "N time segments.")
-flags.DEFINE_string("attention", None, "model.attention (avdit_jax.model.ATTENTION_IMPLS); default: the config's.")
+flags.DEFINE_string("attention", None,
+                    "model.attention (avdit_jax.models.avdit.ATTENTION_IMPLS); default: the config's.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "model.dtype (compute; params stay f32) and the dtype of the peak matmul: bfloat16 for an "
                   "accelerator's bf16 MFU.")
@@ -72,11 +76,11 @@ def matmul_peak(repeats):
 
 
 def real_train_step(config):
-  """The training system's own sharded step (train.build) on a fixed batch, threading its donated state.
+  """The training system's own sharded step (trainer.build) on a fixed batch, threading its donated state.
 
   Returns (step() -> metrics, setup, holder) where holder[0] is the current state.
   """
-  setup = train.build(config)
+  setup = trainer.build(config)
   rng = np.random.default_rng(0)
   b = config.data.batch_size
   batch = sharding.global_batch({"audio": rng.normal(size=(b, *AUDIO_SHAPE)).astype(np.float32),
@@ -106,8 +110,8 @@ def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
 
 def state_memory_per_device(config, mesh=None) -> int:
   """Argument bytes per device of the compiled, sharded train step, minus the batch's."""
-  setup = train.build(config, mesh)
-  batch = train.abstract_batch(config, setup)
+  setup = trainer.build(config, mesh)
+  batch = trainer.abstract_batch(config, setup)
   compiled = setup.step_fn.lower(setup.abstract_state, batch).compile()
   batch_bytes = sum(x.sharding.shard_shape(x.shape)[0] * int(np.prod(x.shape[1:])) * 4 for x in batch.values())
   return compiled.memory_analysis().argument_size_in_bytes - batch_bytes
@@ -214,7 +218,7 @@ def main(_):
                  f"{t_seg / t_ex:.3f}x"))
 
   if "sampling" in FLAGS.only:
-    params = train.to_host(holder[0].params)
+    params = trainer.to_host(holder[0].params)
     rng = np.random.default_rng(1)
     audio = jnp.asarray(rng.normal(size=(FLAGS.batch, *AUDIO_SHAPE)), jnp.float32)
     video = jnp.asarray(rng.normal(size=(FLAGS.batch, *VIDEO_SHAPE)), jnp.float32)
@@ -235,10 +239,10 @@ def main(_):
     consumed = FLAGS.batch / t_seg
     with tempfile.TemporaryDirectory() as directory:
       config.data.kind, config.data.dir = "latents", directory
-      data.write_synthetic_latents(config, directory, 256, num_shards=4)
+      streams.write_gaussian_latents(factory.gaussian_toy(config), config, directory, 256, num_shards=4)
       for workers in (0, 2):
         config.data.num_workers = workers
-        it = iter(data.latent_dataset(config))
+        it = iter(streams.latent_dataset(config))
         next(it)                                   # start-up (and worker launch) left out
         n = 64
         t0 = time.perf_counter()
@@ -266,7 +270,7 @@ def main(_):
       rows.append(("train step, glibc malloc / tcmalloc", f"{t_glibc * 1e3:.0f} / {t_tc * 1e3:.0f} ms", ratios))
 
   if "profile" in FLAGS.only:
-    batch = train.abstract_batch(config, setup)
+    batch = trainer.abstract_batch(config, setup)
     instructions = hlo_text.entry_instructions(setup.step_fn.lower(setup.abstract_state, batch).compile().as_text())
     times = op_times(step, steps=FLAGS.repeats)
     parts = profile_parts(times, instructions)

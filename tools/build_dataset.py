@@ -1,4 +1,4 @@
-r"""Builds a clip data set (avdit_jax/datasets.py) into a tfds data directory.
+r"""Builds a clip data set (avdit_jax/data/datasets.py) into a tfds data directory.
 
   python tools/build_dataset.py --dataset=synthetic_av/small --data_dir=workdir/tfds
   python tools/build_dataset.py --dataset=av_folder --manual_dir=~/my_videos --data_dir=workdir/tfds
@@ -19,7 +19,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from avdit_jax import datasets
+  from avdit_jax.data import datasets
   b = datasets.prepare(FLAGS.dataset, FLAGS.data_dir, FLAGS.manual_dir)
   print(f"{FLAGS.dataset} in {FLAGS.data_dir}: " + ", ".join(f"{k} {v.num_examples}" for k, v in b.info.splits.items()))
   for path, reason in getattr(b, "skipped", []):

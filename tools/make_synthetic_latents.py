@@ -8,7 +8,8 @@ r"""Writes Gaussian-toy clips in the latent format, so training can run from fil
 from absl import app, flags
 from ml_collections import config_flags
 
-from avdit_jax import data
+from avdit_jax import factory
+from avdit_jax.data import streams
 
 config_flags.DEFINE_config_file("config", None, "Config whose data shapes and segments to use.")
 flags.DEFINE_string("out", None, "Output directory.")
@@ -20,8 +21,8 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-  meta = data.write_synthetic_latents(FLAGS.config, FLAGS.out, FLAGS.num_clips, num_shards=FLAGS.num_shards,
-                                      seed=FLAGS.seed)
+  meta = streams.write_gaussian_latents(factory.gaussian_toy(FLAGS.config), FLAGS.config, FLAGS.out, FLAGS.num_clips,
+                                        num_shards=FLAGS.num_shards, seed=FLAGS.seed)
   print(f"wrote {meta.num_clips} clips in {len(meta.shards)} shards to {FLAGS.out}")
 
 

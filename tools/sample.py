@@ -12,12 +12,13 @@ segments). Tasks that condition need --input: any media file with video (and aud
 given); it is resampled, resized and cut to the run's clip grid. --seconds longer than one clip continues
 the result by sliding a window one segment at a time (long-form generation). Each sample is written as
 <out>/<k>_sample.mp4 (+ _frames.png, _spectrogram.png); with an input, also <k>_input.* and
-<k>_side_by_side.* (input | sample, with the sample's audio). The work is avdit_jax/generate.py's.
+<k>_side_by_side.* (input | sample, with the sample's audio). The work is avdit_jax/inference/generate.py's.
 """
 
 from absl import app, flags
 
-from avdit_jax import generate, media
+from avdit_jax.inference import generate
+from avdit_jax.media import mediafile
 
 flags.DEFINE_string("workdir", None, "The run's workdir (configs/quickstart.py's --workdir).")
 flags.DEFINE_string("task", "joint", "A named task or a written mask (see the module docstring).")
@@ -40,7 +41,7 @@ def main(argv):
     written = generate.sample_to_files(FLAGS.workdir, FLAGS.task, FLAGS.out, input_path=FLAGS.input,
                                        seconds=FLAGS.seconds, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
                                        num_steps=FLAGS.steps, guidance=FLAGS.guidance, sampler=FLAGS.sampler)
-  except (ValueError, FileNotFoundError, media.MediaError) as e:
+  except (ValueError, FileNotFoundError, mediafile.MediaError) as e:
     raise app.UsageError(f"--task={FLAGS.task} --input={FLAGS.input} --workdir={FLAGS.workdir}: {e}") from None
   for paths in written:
     print(paths["sample"]["mp4"])

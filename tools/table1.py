@@ -9,7 +9,7 @@ Trains one AVDiT per Table 1 setting: task-specific conditional models (one per 
 modality, per time segment, per time segment per modality, Pt/Pm/Ptm and MoNL.
 - Gaussian toy (default; configs/gaussian.py): every task's true conditional is known, so each cell is a
   moment error: the squared error of the samples' mean plus that of their per-element standard deviation,
-  against the exact conditional (evaluation.gaussian_task_errors; the 'exact denoiser' row is the floor
+  against the exact conditional (gaussian_toy.gaussian_task_errors; the 'exact denoiser' row is the floor
   that the sampler's steps and the sample count leave). By default every batch is a fresh draw (unlimited
   data); --toy_clips=N trains every model on the same N fixed clips instead, a finite data set like the
   paper's, on which training for several tasks at once can help as much as it costs.
@@ -61,7 +61,7 @@ SETTINGS = {
 }
 
 
-# The probe that scores each task on the synthetic clips (av_evaluation.SCORES).
+# The probe that scores each task on the synthetic clips (clip_tasks.SCORES).
 PROBES = {"joint": "pitch_colour", "a2v": "a2v_sync_ms", "v2a": "v2a_sync_ms", "av_inpaint:1:1": "colour_drift",
           "av_continue:1": "colour_drift"}
 
@@ -77,10 +77,11 @@ def _configure(config, weights, task):
 def _finite_toy(config, num_clips: int, workdir: str):
   """config training on num_clips fixed toy clips in the latent format (drawn from seed 1; evaluation's
   conditioning draws come from seeds 10000+, training's fresh draws from data.seed's stream)."""
-  from avdit_jax import data
+  from avdit_jax import factory
+  from avdit_jax.data import latents, streams
   directory = os.path.join(workdir, f"toy_clips_{num_clips}")
-  if not os.path.exists(os.path.join(directory, data.METADATA)):
-    data.write_synthetic_latents(config, directory, num_clips, seed=1)
+  if not os.path.exists(os.path.join(directory, latents.METADATA)):
+    streams.write_gaussian_latents(factory.gaussian_toy(config), config, directory, num_clips, seed=1)
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.data.update(kind="latents", dir=directory, normalize=False)   # the toy's own scale: its conditionals are exact
@@ -89,12 +90,14 @@ def _finite_toy(config, num_clips: int, workdir: str):
 
 def _gaussian_cells(config, weights, task, workdir, tasks) -> tuple[dict, dict]:
   """Trains (or restores) one model on the toy: ({task: moment error}, {task: the exact denoiser's})."""
-  from avdit_jax import evaluation, factory, train
+  from avdit_jax import factory
+  from avdit_jax.evals import gaussian_toy
+  from avdit_jax.train import trainer
   c = _configure(config, weights, task)
-  state = train.train_and_evaluate(c, workdir)
+  state = trainer.train_and_evaluate(c, workdir)
   model = factory.model(c)
-  params = train.to_host(state.ema_params if c.eval.use_ema else state.params)
-  errors = evaluation.gaussian_task_errors(c, lambda a, v, t: model.apply({"params": params}, a, v, t), tasks)
+  params = trainer.to_host(state.ema_params if c.eval.use_ema else state.params)
+  errors = gaussian_toy.gaussian_task_errors(c, lambda a, v, t: model.apply({"params": params}, a, v, t), tasks)
   return ({t: moment_error(r) for t, r in errors.items()},
           {t: moment_error(r, "exact_denoiser") for t, r in errors.items()})
 
@@ -102,7 +105,7 @@ def _gaussian_cells(config, weights, task, workdir, tasks) -> tuple[dict, dict]:
 @functools.cache
 def _tokenizers(quickstart: str):
   """The main-job run's tokenizer pair, loaded (and its encoders compiled) once for every model it scores."""
-  from avdit_jax import codec
+  from avdit_jax.inference import codec
   return codec.load_pair(quickstart)
 
 
@@ -112,23 +115,25 @@ _UNTRAINED = {}
 
 def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[dict, dict]:
   """Trains (or restores) one model on a main-job run's latents: ({task: probe / untrained's}, {})."""
-  from avdit_jax import av_evaluation, checkpoint, data, train
+  from avdit_jax.data import latents
+  from avdit_jax.evals import clip_tasks
+  from avdit_jax.train import checkpoint, trainer
   base = checkpoint.saved_config(os.path.join(quickstart, "avdit"))
   c = _configure(base, weights, task)
   with c.unlocked():
     c.train.num_steps = FLAGS.num_steps or c.train.num_steps
     c.eval.tasks = tuple(tasks)
-  train.train_and_evaluate(c, workdir)
+  trainer.train_and_evaluate(c, workdir)
   pair = _tokenizers(quickstart)
-  meta = data.Metadata.read(c.data.dir)
+  meta = latents.Metadata.read(c.data.dir)
   dataset, tfds_dir = meta.tokenizer["dataset"], os.path.join(quickstart, "tfds")
   ev = ml_collections.ConfigDict(dict(split="validation", num_clips=32, media_per_task=0, seed=0))
   kwargs = dict(dataset=dataset, tfds_dir=tfds_dir, media_dir=None)
   key = (quickstart, tuple(tasks))   # the untrained AVDiT's scores depend on the run and the task list only
   if key not in _UNTRAINED:
-    _UNTRAINED[key] = av_evaluation.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("untrained",))
+    _UNTRAINED[key] = clip_tasks.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("untrained",))
   untrained = _UNTRAINED[key]
-  results = av_evaluation.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("model",))
+  results = clip_tasks.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("model",))
   return {t: results[t]["model"][PROBES[t]] / max(untrained[t]["untrained"][PROBES[t]], 1e-9) for t in tasks}, {}
 
 

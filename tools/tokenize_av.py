@@ -38,7 +38,8 @@ def main(argv):
     raise app.UsageError("usage: tools/tokenize_av.py encode|decode --flags (see the docstring)")
   import numpy as np
 
-  from avdit_jax import codec, data
+  from avdit_jax.data import latents
+  from avdit_jax.inference import codec
   pair = codec.Codec(codec.load(FLAGS.video_workdir), codec.load(FLAGS.audio_workdir))
   if argv[1] == "encode":
     if FLAGS.num_segments is None:
@@ -52,8 +53,8 @@ def main(argv):
     return
   if not FLAGS.latents:
     raise app.UsageError("--latents is required for decode.")
-  meta = data.Metadata.read(FLAGS.latents)
-  records = codec.read_latents(FLAGS.latents, meta, FLAGS.num_clips)
+  meta = latents.Metadata.read(FLAGS.latents)
+  records = latents.read_clips(FLAGS.latents, meta, FLAGS.num_clips)
   os.makedirs(FLAGS.out, exist_ok=True)
   frames, audio = pair.decode(np.stack([r["audio"] for r in records]), np.stack([r["video"] for r in records]))
   for r, f, a in zip(records, frames, audio):

@@ -3,7 +3,7 @@ r"""The AVDiT train step written in PyTorch, as a side-by-side speed reference f
   pip install torch==2.13.0        # the CPU wheel (not a dependency of the package)
   python tools/torch_reference.py --variant=S --batch=8 --segments=4
 
-The same network as avdit_jax/model.py at the benchmark's shapes (patch embeddings, sincos positions,
+The same network as avdit_jax/models/avdit.py at the benchmark's shapes (patch embeddings, sincos positions,
 per-(modality, segment) adaLN-Zero gathered to the tokens, attention, tanh-GELU MLP, a final adaLN head
 per modality), the same MoNL-style loss (a timestep per cell, each latent frame noised at its cell's
 level, squared error on the noisy frames), and the same update (global-norm clipping, AdamW, EMA).
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 VARIANTS = {"tiny": (2, 64, 4), "mini": (4, 128, 4), "S": (12, 384, 6), "B": (12, 768, 12),
-            "L": (24, 1024, 16), "XL": (28, 1152, 16)}   # the same table as avdit_jax.model.VARIANTS
+            "L": (24, 1024, 16), "XL": (28, 1152, 16)}   # the same table as avdit_jax.models.avdit.VARIANTS
 AUDIO_SHAPE = (64, 8)          # as tools/benchmark.py
 VIDEO_SHAPE = (4, 16, 16, 4)
 VIDEO_PATCH = (1, 2, 2)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax.tokenizers import posterior
+from avdit_jax.models.tokenizers import posterior
 
 def _inflated_init(key, shape, dtype=jnp.float32):
   """A kernel [kt, kh, kw, cin, cout] that starts as a per-frame 2D conv: the taps of past frames are zero

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import monl
+from avdit_jax.core import monl
 
 # name -> (depth, width, heads); DiT's S/B/L/XL plus sizes for tests and laptops.
 VARIANTS = {

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import diffusion, monl
-from avdit_jax.objective import DenoiseFn
+from avdit_jax.core import diffusion, monl
+from avdit_jax.core.objective import DenoiseFn
 
 SAMPLERS = ("ddim", "ddpm")
 LOOPS = ("auto", "python", "fori")

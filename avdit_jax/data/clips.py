@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from avdit_jax.media import images, mediafile
+
 
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
@@ -65,3 +69,23 @@ class ClipSpec:
     """From a config section with these field names (e.g. config.clip)."""
     return cls(**{f.name: (tuple(c[f.name]) if isinstance(c[f.name], list) else c[f.name])
                   for f in dataclasses.fields(cls) if f.name in c})
+
+
+def cut_clips(decoded: mediafile.Decoded, spec: ClipSpec, max_clips: int | None = None):
+  """Consecutive clips on spec's grid: yields (start seconds, uint8 [T, H, W, 3], float32 [S]).
+
+  Frame f of a clip starting at s is the file's last frame shown at s + f / fps; the audio spans
+  [s - lead, s + T / fps), zero where the file has none (before its start)."""
+  count = int(np.floor(decoded.duration / spec.video_seconds + 1e-6))
+  if max_clips is not None:
+    count = min(count, max_clips)
+  for k in range(count):
+    start = k * spec.video_seconds
+    want = start + np.arange(spec.num_frames) / spec.frame_rate
+    idx = np.clip(np.searchsorted(decoded.frame_times, want + 1e-6, side="right") - 1, 0, len(decoded.frames) - 1)
+    video = np.stack([images.resize_frame(decoded.frames[i], spec.height, spec.width) for i in idx])
+    first = round(start * spec.sample_rate) - spec.lead_samples
+    audio = np.zeros(spec.audio_samples, np.float32)
+    lo, hi = max(first, 0), min(first + spec.audio_samples, len(decoded.audio))
+    audio[lo - first:hi - first] = decoded.audio[lo:hi]
+    yield start, video, audio

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from avdit_jax import factory
-from avdit_jax import sample as sampling
+from avdit_jax.core import sampling
 
 
 def gaussian_task_errors(config: ml_collections.ConfigDict, denoise, tasks=None) -> dict:

@@ -18,11 +18,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avdit_jax import clips, data, datasets, factory, monl
-from avdit_jax import model as avdit
-from avdit_jax import objective as objective_lib
-from avdit_jax.tokenizers import audio as audio_tok
-from avdit_jax.tokenizers import video as video_tok
+from avdit_jax import factory
+from avdit_jax.core import monl
+from avdit_jax.core import objective as objective_lib
+from avdit_jax.data import clips, datasets, streams
+from avdit_jax.models import avdit
+from avdit_jax.models.tokenizers import audio as audio_tok
+from avdit_jax.models.tokenizers import video as video_tok
 
 TRAINEES = ("avdit", "video_tokenizer", "audio_tokenizer")
 
@@ -82,7 +84,16 @@ def _avdit(config) -> Trainee:
 
   flops = 3 * avdit.count_flops(avdit.layout_for(model, shapes["audio"], shapes["video"]), model, 1)
   return Trainee("avdit", model, shapes, init, loss, summarize,
-                 lambda c, state: data.input_stream(c, objective.segments, state), flops)
+                 lambda c, state: input_stream(c, objective.segments, state), flops)
+
+
+def input_stream(config, segments, state: dict | None = None):
+  """The AVDiT's training input named by data.kind: 'gaussian' (the toy, drawn on the fly) or 'latents' (data.dir)."""
+  if config.data.kind == "gaussian":
+    return streams.GaussianStream(factory.gaussian_toy(config, segments), config, state)
+  if config.data.kind == "latents":
+    return streams.latent_stream(config, state)
+  raise ValueError(f"data.kind: unknown {config.data.kind!r}; expected 'gaussian' or 'latents'.")
 
 
 # ============================================================================= tokenizers on clips
@@ -131,7 +142,7 @@ def _video_tokenizer(config) -> Trainee:
 
   flops = 3 * _forward_flops(module, _tokenizer_init(module, shape), shape)
   return Trainee("video_tokenizer", module, {"video": shape}, _tokenizer_init(module, shape), loss,
-                 _summarize_scalars, lambda c, state: data.clip_stream(c, ("video",), state), flops)
+                 _summarize_scalars, lambda c, state: streams.clip_stream(c, ("video",), state), flops)
 
 
 def _audio_tokenizer(config) -> Trainee:
@@ -150,5 +161,5 @@ def _audio_tokenizer(config) -> Trainee:
 
   flops = 3 * _forward_flops(module, _tokenizer_init(module, shape), shape)
   return Trainee("audio_tokenizer", module, {"audio": shape}, _tokenizer_init(module, shape), loss,
-                 _summarize_scalars, lambda c, state: data.clip_stream(c, ("audio",), state), flops)
+                 _summarize_scalars, lambda c, state: streams.clip_stream(c, ("audio",), state), flops)
 

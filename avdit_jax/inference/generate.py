@@ -22,15 +22,20 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avdit_jax import av_evaluation, checkpoint, clips, codec, data, factory, inference, media, monl
-from avdit_jax import sample as sampling
+from avdit_jax import factory
+from avdit_jax.core import monl, sampling
+from avdit_jax.data import clips, latents
+from avdit_jax.evals import clip_tasks
+from avdit_jax.inference import codec, run
+from avdit_jax.media import mediafile
+from avdit_jax.train import checkpoint
 
 
 @dataclasses.dataclass(eq=False)
 class Run:
   config: ml_collections.ConfigDict          # the AVDiT run's config
   pair: codec.Codec
-  norm: av_evaluation.Normalizer
+  norm: latents.Normalizer
   params: object
   model: object
   step: int
@@ -45,11 +50,11 @@ class Run:
                               "configs/quickstart.py (run it first).")
     config = checkpoint.saved_config(parts["avdit"])
     pair = codec.load_pair(workdir)
-    meta = data.Metadata.read(config.data.dir if os.path.isdir(config.data.dir)
+    meta = latents.Metadata.read(config.data.dir if os.path.isdir(config.data.dir)
                               else os.path.join(workdir, "latents", "train"))
     ema = config.eval.use_ema if use_ema is None else use_ema
-    params, model, step = inference.load_params(config, parts["avdit"], use_ema=ema)
-    return cls(config, pair, av_evaluation.Normalizer(meta), params, model, step)
+    params, model, step = run.load_params(config, parts["avdit"], use_ema=ema)
+    return cls(config, pair, latents.Normalizer(meta), params, model, step)
 
   @property
   def spec(self) -> clips.ClipSpec:
@@ -61,13 +66,13 @@ class Run:
 
   def condition_from_mp4(self, path: str, *, needs_audio: bool) -> tuple:
     """(frames, waveform, audio latents, video latents) of the first clip of `path` on the run's grid
-    (resampled, resized and cut by media.cut_clips). A file shorter than one clip is an error."""
-    decoded = media.decode(path, self.spec.sample_rate, require_audio=needs_audio)
+    (resampled, resized and cut by clips.cut_clips). A file shorter than one clip is an error."""
+    decoded = mediafile.decode(path, self.spec.sample_rate, require_audio=needs_audio)
     if decoded.duration + 1e-6 < self.spec.video_seconds:
-      raise media.MediaError(f"{path}: {decoded.duration:.2f} s long; the run's clips need "
+      raise mediafile.MediaError(f"{path}: {decoded.duration:.2f} s long; the run's clips need "
                              f"{self.spec.video_seconds:.2f} s ({self.spec.num_frames} frames at "
                              f"{self.spec.frame_rate:g} fps) to condition on.")
-    _, frames, audio = next(media.cut_clips(decoded, self.spec, max_clips=1))
+    _, frames, audio = next(clips.cut_clips(decoded, self.spec, max_clips=1))
     a, v = self.pair.encode(frames[None], audio[None])
     return frames, audio, a[0], v[0]
 
@@ -79,7 +84,7 @@ class Run:
     key = (tuple(sorted(overrides.items())), bool(np.asarray(mask).any()))
     if key not in self._samplers:                    # one compiled sampler per setting, reused across tasks
       cfg = factory.sampler(self.config, **overrides)
-      cfg = cfg if key[1] else av_evaluation.unconditional(cfg)
+      cfg = cfg if key[1] else clip_tasks.unconditional(cfg)
       self._samplers[key] = cfg, sampling.make_sampler(
           lambda a, v, t: self.model.apply({"params": self.params}, a, v, t), cfg)
     cfg, run = self._samplers[key]

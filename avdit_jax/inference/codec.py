@@ -3,7 +3,7 @@
   load(workdir)            a tokenizer run's newest checkpoint: its config, module and (EMA) params
   Codec(video, audio)      encode uint8 frames + waveforms to latents [T', H', W', Cv] and [Ta, Ca]; decode back
   reconstruction_report    PSNR (video) or log-spectral distance (audio) against the clip-mean baseline
-  tokenize_split           a data set split -> latent shards in the training format (avdit_jax/data.py),
+  tokenize_split           a data set split -> latent shards in the training format (avdit_jax/data/latents.py),
                            resumable by shard, each process writing its own shards
   write_media              latents -> mp4 (H.264 + AAC) + frame-strip PNG + spectrogram PNG
 """
@@ -22,9 +22,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avdit_jax import checkpoint, clips, data, datasets, inference, media, sharding, trainees
-from avdit_jax.tokenizers import audio as audio_tok
-from avdit_jax.tokenizers import video as video_tok
+from avdit_jax.data import clips, datasets, latents
+from avdit_jax.inference import run
+from avdit_jax.media import images, mediafile
+from avdit_jax.models.tokenizers import audio as audio_tok
+from avdit_jax.models.tokenizers import video as video_tok
+from avdit_jax.train import checkpoint, sharding, trainees
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,7 +43,7 @@ def load(workdir: str, *, use_ema: bool = True) -> Tokenizer:
   config = checkpoint.saved_config(workdir)
   if config.get("trainee") not in ("video_tokenizer", "audio_tokenizer"):
     raise ValueError(f"{workdir}: the run trained {config.get('trainee', 'avdit')!r}, not a tokenizer.")
-  params, module, step = inference.load_params(config, workdir, use_ema=use_ema,
+  params, module, step = run.load_params(config, workdir, use_ema=use_ema,
                                                mesh=sharding.single_device_mesh(config))
   return Tokenizer(config, module, params, step)
 
@@ -70,7 +73,7 @@ class Codec:
 
   def encode(self, frames: np.ndarray, waveforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [B, T, H, W, 3] and float [B, S] -> (audio latents [B, Ta, Ca], video latents [B, T', H', W', Cv])."""
-    video = jnp.asarray(media.frames_to_signed(frames))
+    video = jnp.asarray(images.frames_to_signed(frames))
     return (np.asarray(self._encode_audio(self.audio.params, jnp.asarray(waveforms, jnp.float32))),
             np.asarray(self._encode_video(self.video.params, video)))
 
@@ -78,7 +81,7 @@ class Codec:
     """Latents -> (uint8 frames [B, T, H, W, 3], float32 waveforms [B, S] in [-1, 1])."""
     video = np.asarray(self._decode_video(self.video.params, jnp.asarray(video_latents, jnp.float32)))
     audio = np.asarray(self._decode_audio(self.audio.params, jnp.asarray(audio_latents, jnp.float32)))
-    return media.signed_to_frames(video), np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return images.signed_to_frames(video), np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
 def load_pair(workdir: str) -> Codec:
@@ -100,7 +103,7 @@ def reconstruction_report(tok: Tokenizer, *, split: str | None = None, num_clips
   count = min(count, len(source))
   key = "video" if c.trainee == "video_tokenizer" else "audio"
   if key == "video":
-    load = lambda row: media.frames_to_signed(row["video"])
+    load = lambda row: images.frames_to_signed(row["video"])
     score = lambda y, x: video_tok.psnr(jnp.asarray(y), jnp.asarray(x))
   else:
     n_fft = audio_tok.fft_sizes(spec.sample_rate)[1]
@@ -146,7 +149,7 @@ def report_markdown(r: dict) -> str:
 
 def tokenize_split(codec: Codec, dataset: str, split: str, data_dir: str | None, out_dir: str, *,
                    num_segments: int, num_shards: int = 4, batch_size: int = 8,
-                   process_index: int = 0, process_count: int = 1) -> data.Metadata | None:
+                   process_index: int = 0, process_count: int = 1) -> latents.Metadata | None:
   """Encodes every clip of a split into latent shards. Shard k holds clips k, k + num_shards, ...
 
   A finished shard has a '.done' marker and is skipped on rerun. Process p writes shards p, p + P, ...;
@@ -163,7 +166,7 @@ def tokenize_split(codec: Codec, dataset: str, split: str, data_dir: str | None,
     if os.path.exists(_done(out_dir, k, num_shards)):
       logging.info("shard %d of %d is done; skipping it", k, num_shards)
       continue
-    writer = data.LatentWriter(out_dir, codec.audio_latent_shape, codec.video_latent_shape, num_segments,
+    writer = latents.LatentWriter(out_dir, codec.audio_latent_shape, codec.video_latent_shape, num_segments,
                                shard_offset=k, total_shards=num_shards)
     indices = list(range(k, total, num_shards))
     for b in range(0, len(indices), batch_size):
@@ -196,27 +199,20 @@ def _progress(done: int, total: int, started: float) -> None:
 
 
 def _write_metadata(codec: Codec, out_dir: str, num_shards: int, num_segments: int, dataset: str,
-                    split: str) -> data.Metadata:
+                    split: str) -> latents.Metadata:
   partials = []
   for k in range(num_shards):
     with open(_done(out_dir, k, num_shards)) as f:
       partials.append(json.load(f))
-  count, stats = sum(p["count"] for p in partials), data.statistics(partials)
+  count, stats = sum(p["count"] for p in partials), latents.statistics(partials)
   shards = [f"latents-{k:05d}-of-{num_shards:05d}.array_record" for k in range(num_shards)]
-  meta = data.Metadata(codec.audio_latent_shape, codec.video_latent_shape, count, shards, num_segments, stats,
+  meta = latents.Metadata(codec.audio_latent_shape, codec.video_latent_shape, count, shards, num_segments, stats,
                        frame_rate=codec.spec.frame_rate, sample_rate=codec.spec.sample_rate,
                        tokenizer={"video": {"step": codec.video.step, "model": codec.video.config.model.to_dict()},
                                   "audio": {"step": codec.audio.step, "model": codec.audio.config.model.to_dict()},
                                   "clip": dataclasses.asdict(codec.spec), "dataset": dataset, "split": split})
   meta.write(out_dir)
   return meta
-
-
-def read_latents(directory: str, meta: data.Metadata, count: int) -> list[dict]:
-  """The first `count` clips of a latent directory, un-normalised: [{'clip_id', 'audio', 'video'}]."""
-  from array_record.python import array_record_data_source
-  source = array_record_data_source.ArrayRecordDataSource([os.path.join(directory, s) for s in meta.shards])
-  return [data.decode(source[i]) for i in range(min(count, len(source)))]
 
 
 # ============================================================================= media out
@@ -228,7 +224,7 @@ def write_media(path_stem: str, frames: np.ndarray, waveform: np.ndarray, spec: 
   The mp4's audio starts with the first frame: the lead (audio before it) is left out of the file."""
   paths = {"mp4": path_stem + ".mp4", "frames": path_stem + "_frames.png",
            "spectrogram": path_stem + "_spectrogram.png"}
-  media.write_mp4(paths["mp4"], frames, spec.frame_rate, waveform[spec.lead_samples:], spec.sample_rate)
-  media.save_png(paths["frames"], media.frame_strip(frames))
-  media.save_png(paths["spectrogram"], media.spectrogram_image(waveform[spec.lead_samples:], spec.sample_rate))
+  mediafile.write_mp4(paths["mp4"], frames, spec.frame_rate, waveform[spec.lead_samples:], spec.sample_rate)
+  mediafile.save_png(paths["frames"], images.frame_strip(frames))
+  mediafile.save_png(paths["spectrogram"], images.spectrogram_image(waveform[spec.lead_samples:], spec.sample_rate))
   return paths

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax.tokenizers import posterior, spectral
+from avdit_jax.models.tokenizers import posterior, spectral
 
 
 def _kernel(out_axis: str = "embed", zero: bool = False):

@@ -1,7 +1,7 @@
 """Ahead-of-time compilation for TPU topologies from a CPU host (libtpu installed: `pip install -e ".[tpu]"`).
 
 `compile_report(config, "v5p:4x4x4")` builds config's mesh on that topology's devices, lowers and
-compiles the real sharded train step (train.build) and one guided sampling step (sample.make_step with
+compiles the real sharded train step (trainer.build) and one guided sampling step (sample.make_step with
 the params sharded as in training) for them, and reports per-chip memory against the chip's HBM, XLA's
 FLOPs next to the analytic count, and the collectives of the compiled programs. Nothing runs on a TPU.
 
@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from avdit_jax import factory, hlo_text, monl, sharding, train
-from avdit_jax import model as avdit
-from avdit_jax import sample as sampling
+from avdit_jax import factory
+from avdit_jax.core import monl, sampling
+from avdit_jax.models import avdit
+from avdit_jax.perf import hlo_text
+from avdit_jax.train import sharding, trainer
 
 # Per chip, by the device kind libtpu reports (longest matching prefix): HBM in GiB, and the bf16 peak
 # FLOP/s from public spec sheets (for the projection only).
@@ -77,22 +79,22 @@ def _summary(compiled, keep_hlo: bool) -> dict:
 
 def compile_train_step(config, devices, options=None, *, keep_hlo: bool = False) -> dict:
   mesh = sharding.make_mesh(config, devices)
-  setup = train.build(config, mesh)
+  setup = trainer.build(config, mesh)
   with jax.set_mesh(mesh):
-    compiled = setup.step_fn.lower(setup.abstract_state, train.abstract_batch(config, setup)).compile(options)
+    compiled = setup.step_fn.lower(setup.abstract_state, trainer.abstract_batch(config, setup)).compile(options)
   layout = avdit.layout_for(setup.model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
   recompute = avdit.count_remat_flops(layout, setup.model, config.data.batch_size)
   return {**_summary(compiled, keep_hlo), "analytic_flops": setup.step_flops,
           "analytic_hw_flops": setup.step_flops + recompute, "setup": setup, "mesh": mesh}
 
 
-def compile_sampling_step(config, setup: train.Setup, mesh, options=None, *, keep_hlo: bool = False) -> dict:
+def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, keep_hlo: bool = False) -> dict:
   """One reverse step of the a2v task with guidance (two network passes, batched) at the training batch."""
   model = setup.model
   sampler = factory.sampler(config, guidance=max(config.sampling.guidance, 1.0))
   b = config.data.batch_size
   params = setup.abstract_state.params
-  batch = train.abstract_batch(config, setup)
+  batch = trainer.abstract_batch(config, setup)
   rng_sharding = NamedSharding(mesh, P())
   mask = monl.task_mask("a2v", config.num_segments)
 

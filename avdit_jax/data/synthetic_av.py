@@ -4,9 +4,9 @@ Each sounding ball has a colour from PALETTE; when it hits a wall, floor or ceil
 tone at the pitch of its colour (PITCHES). Grey distractor balls drift without gravity and make no sound;
 optional background noise. A clip is a pure function of (spec, seed, index), and keeps its ground
 truth (colours, pitches, trajectories, collision times) so that evaluation can measure sync and
-identity exactly. Audio covers the clip's time grid (avdit_jax/clips.py), lead included.
+identity exactly. Audio covers the clip's time grid (avdit_jax/data/clips.py), lead included.
 
-Pure numpy: the tfds builder (avdit_jax/datasets.py) wraps it, and tests call it directly.
+Pure numpy: the tfds builder (avdit_jax/data/datasets.py) wraps it, and tests call it directly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from avdit_jax import clips
+from avdit_jax.data import clips
 
 # Colour i sounds at pitch i: well apart in pitch (a minor third and more) and in hue.
 PALETTE = np.array([[230, 60, 50], [60, 200, 70], [60, 110, 240], [240, 210, 50], [220, 70, 220], [60, 210, 220]],

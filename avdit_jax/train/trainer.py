@@ -1,6 +1,6 @@
 """Training: the train state, a pure train step, and the loop `train_and_evaluate(config, workdir)`.
 
-One trainer for everything config.trainee names (avdit_jax/trainees.py): the AVDiT and the tokenizers.
+One trainer for everything config.trainee names (avdit_jax/train/trainees.py): the AVDiT and the tokenizers.
 
 The step is a pure function of (state, batch); its RNG is folded from (seed, step), so a run is a
 function of its config alone. Metrics are fetched one step late so the host never waits on the step
@@ -26,7 +26,8 @@ import optax
 import tensorboardX
 from absl import logging
 
-from avdit_jax import checkpoint, sharding, speed, trainees
+from avdit_jax.perf import speed
+from avdit_jax.train import checkpoint, sharding, trainees
 
 
 @flax.struct.dataclass

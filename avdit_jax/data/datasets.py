@@ -1,10 +1,10 @@
 """Audio-video clip data sets as tensorflow-datasets builders (array_record files, no TensorFlow).
 
-Every builder yields clips on a ClipSpec grid (avdit_jax/clips.py) with the same features:
+Every builder yields clips on a ClipSpec grid (avdit_jax/data/clips.py) with the same features:
   video   uint8 [T, H, W, 3]      audio  float32 [S] (mono, lead included)
   clip_id text                    plus builder-specific fields (ground truth, source file, label).
 
-  synthetic_av    the embedded default: bouncing balls whose bounces sound (avdit_jax/synthetic_av.py),
+  synthetic_av    the embedded default: bouncing balls whose bounces sound (avdit_jax/data/synthetic_av.py),
                   with ground truth. Configs: 'default' (paper-like: 128x128, 17 frames at 8 fps, 16 kHz),
                   'small' (CPU: 32x32, 9 frames, 8 kHz), 'tiny' (tests).
   av_folder       any folder of media files with audio (manual_dir, searched recursively).
@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from avdit_jax import clips, media, synthetic_av
+from avdit_jax.data import clips, synthetic_av
+from avdit_jax.media import mediafile
 
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
 
@@ -154,9 +155,9 @@ class _MediaFolder(tfds.core.GeneratorBasedBuilder):
     for path in files:
       rel = os.path.relpath(path, root)
       try:
-        decoded = media.decode(path, c.clip.sample_rate)
-        cut = list(media.cut_clips(decoded, c.clip, c.max_clips_per_file or None))
-      except media.MediaError as e:
+        decoded = mediafile.decode(path, c.clip.sample_rate)
+        cut = list(clips.cut_clips(decoded, c.clip, c.max_clips_per_file or None))
+      except mediafile.MediaError as e:
         logging.warning("skipping %s", e)
         self.skipped.append((path, str(e)))
         continue

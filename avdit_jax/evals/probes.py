@@ -1,4 +1,4 @@
-"""Ground-truth probes on the synthetic clips (avdit_jax/synthetic_av.py): what a clip shows and sounds.
+"""Ground-truth probes on the synthetic clips (avdit_jax/data/synthetic_av.py): what a clip shows and sounds.
 
 Detectors read decoded media, never latents, so they score the whole generator (AVDiT + tokenizer):
   video_tracks     per palette colour and frame: pixel area and centroid
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avdit_jax import clips, synthetic_av
+from avdit_jax.data import clips, synthetic_av
 
 COLOUR_TOLERANCE = 60.0      # uint8 RGB distance within which a pixel has a palette colour
 MIN_AREA = 4.0               # pixels of a colour for it to be present in a frame

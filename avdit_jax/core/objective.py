@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import diffusion, monl
+from avdit_jax.core import diffusion, monl
 
 # apply(audio_z, video_z, t[B, M, N]) -> (audio_out, video_out)
 DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]

@@ -154,7 +154,7 @@ class VGGishFeatures:
   def __init__(self, weights_path: str, sample_rate: int):
     if not weights_path:
       raise ValueError("FAD needs VGGish weights: give a .npz file with the keys of features.VGGISH_KEYS "
-                       "(none ship with avdit_jax; see avdit_jax/features.py).")
+                       "(none ship with avdit_jax; see avdit_jax/evals/features.py).")
     if not os.path.exists(weights_path):
       raise FileNotFoundError(f"VGGish weights {weights_path!r}: no such file.")
     arrays = np.load(weights_path)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import monl
+from avdit_jax.core import monl
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

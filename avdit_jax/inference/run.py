@@ -14,8 +14,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avdit_jax import checkpoint, data, factory, train
-from avdit_jax import sample as sampling
+from avdit_jax import factory
+from avdit_jax.core import sampling
+from avdit_jax.train import checkpoint, trainees, trainer
 
 
 def load_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool, mesh=None):
@@ -24,7 +25,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: boo
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {directory}; train first (--mode=train).")
-  setup = train.build(config, mesh)
+  setup = trainer.build(config, mesh)
   manager = checkpoint.make_manager(workdir, config)
   try:
     restored = checkpoint.restore_latest(manager, setup.abstract_state, config)
@@ -34,7 +35,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: boo
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {directory} restores.")
   state, _, step = restored
   logging.info("loaded the checkpoint of step %d from %s (%s params)", step, workdir, "EMA" if use_ema else "raw")
-  return train.to_host(state.ema_params if use_ema else state.params), setup.model, step
+  return trainer.to_host(state.ema_params if use_ema else state.params), setup.model, step
 
 
 def sample_tasks(config: ml_collections.ConfigDict, workdir: str, *, num_samples: int = 4, seed: int = 0) -> dict:
@@ -42,7 +43,7 @@ def sample_tasks(config: ml_collections.ConfigDict, workdir: str, *, num_samples
   params, model, _ = load_params(config, workdir, use_ema=config.eval.use_ema)
   sampler = factory.sampler(config)
   run = sampling.make_sampler(lambda a, v, t: model.apply({"params": params}, a, v, t), sampler)
-  clips = next(data.input_stream(config, sampler.segments))          # conditioning clips from the data
+  clips = next(trainees.input_stream(config, sampler.segments))          # conditioning clips from the data
   audio, video = (jnp.asarray(clips[k][:num_samples]) for k in ("audio", "video"))
   out_dir = os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)

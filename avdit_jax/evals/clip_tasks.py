@@ -1,7 +1,7 @@
 """Every task of a trained AVDiT on held-out synthetic clips, scored against their ground truth.
 
 For each task the given portions come from a real clip; the model fills the rest; the latents are
-decoded to media and read by the probes (avdit_jax/probes.py). Scores (all lower is better):
+decoded to media and read by the probes (avdit_jax/evals/probes.py). Scores (all lower is better):
   a2v_sync_ms    bounces seen in generated video vs the bounces of the given sound (where audio is given)
   v2a_sync_ms    onsets heard in generated audio vs the bounces of the given video (where video is given)
   av_sync_ms     generated video bounces vs generated audio onsets (portions where both are generated)
@@ -27,8 +27,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from avdit_jax import clips, codec, data, datasets, factory, features, inference, metrics, monl, probes, trainees
-from avdit_jax import sample as sampling
+from avdit_jax import factory
+from avdit_jax.core import monl, sampling
+from avdit_jax.data import clips, datasets, latents
+from avdit_jax.evals import features, metrics, probes
+from avdit_jax.inference import codec, run
+from avdit_jax.train import trainees
 
 SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align",
           "fvd", "fad")
@@ -105,22 +109,7 @@ def load_clips(dataset: str, split: str, tfds_dir: str, count: int) -> tuple[lis
   return [source[i] for i in range(min(count, len(source)))], spec
 
 
-class Normalizer:
-  """The latent directory's per-channel statistics: what the AVDiT was trained on."""
-
-  def __init__(self, meta: data.Metadata):
-    n = meta.normalization
-    self.am, self.asd, self.vm, self.vsd = (np.asarray(n[k], np.float32) for k in
-                                            ("audio_mean", "audio_std", "video_mean", "video_std"))
-
-  def to_model(self, audio, video):
-    return (audio - self.am) / self.asd, (video - self.vm) / self.vsd
-
-  def from_model(self, audio, video):
-    return np.asarray(audio) * self.asd + self.am, np.asarray(video) * self.vsd + self.vm
-
-
-def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec, meta: data.Metadata,
+def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec, meta: latents.Metadata,
              eval_config, *, dataset: str, tfds_dir: str, media_dir: str | None,
              systems: tuple = SYSTEMS) -> dict:
   """{task: {system: {score: mean over clips}}} plus '_clips' and '_step', for the `systems` asked (a subset of
@@ -133,12 +122,12 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
   rows, spec = load_clips(dataset, eval_config.split, tfds_dir, eval_config.num_clips)
   if spec != pair.spec:
     raise ValueError(f"{dataset}/{eval_config.split}: clips {spec} are not the tokenizers' grid {pair.spec}.")
-  params, model, step = inference.load_params(config, run_dir, use_ema=config.eval.use_ema)
+  params, model, step = run.load_params(config, run_dir, use_ema=config.eval.use_ema)
   untrained = nn.unbox(trainees.for_config(config).init(config.seed + 1)) if "untrained" in systems else None
   sampler = factory.sampler(config)
   windows = segment_windows(spec, sampler.segments)
   radius_px = _radius_px(dataset, tfds_dir, spec)
-  norm = Normalizer(meta)
+  norm = latents.Normalizer(meta)
   frames = np.stack([r["video"] for r in rows])
   audio = np.stack([r["audio"] for r in rows])
   real_a, real_v = pair.encode(frames, audio)
@@ -147,7 +136,7 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
   cond_a, cond_v = (jnp.asarray(x) for x in norm.to_model(real_a, real_v))
   samplers = {}                                             # (system, unconditional task) -> sampler
 
-  def run(name, mask):
+  def sampler_for(name, mask):
     key = (name, not mask.any())
     if key not in samplers:
       p = params if name == "model" else untrained
@@ -171,7 +160,7 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
     for name in ("model", "untrained"):
       if name not in systems:
         continue
-      gen_a, gen_v = run(name, mask)(cond, jax.random.PRNGKey(eval_config.seed + i))
+      gen_a, gen_v = sampler_for(name, mask)(cond, jax.random.PRNGKey(eval_config.seed + i))
       media_of[name] = pair.decode(*norm.from_model(gen_a, gen_v))
     results[task] = {}
     for name in systems:

@@ -1,0 +1,1 @@
+"""Media files in and out (PyAV, Pillow) and frames/sounds as arrays. Imports nothing else of avdit_jax."""
