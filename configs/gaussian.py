@@ -9,14 +9,11 @@ The Gaussian latents make every conditional analytic, so the job ends with a rep
 each task's samples are to the exact conditional mean (report.md in the workdir).
 """
 
-import ml_collections
-
-from avdit_jax.train import sharding
+from avdit_jax import factory
 
 
 def get_config(arg: str = ""):
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  c = factory.load_config("common.py", relative_to=__file__)
   c.num_segments = 4                      # N: time segments of the MoNL grid
 
   c.data = dict(
@@ -49,15 +46,9 @@ def get_config(arg: str = ""):
       task="",                            # the task of the 'conditional' strategy, e.g. 'a2v'
       modality_weights=(1.0, 1.0),        # (audio, video) loss weights per element
   )
-  c.optim = dict(lr=2e-3, schedule="cosine", warmup_steps=50, final_lr_fraction=0.0, b1=0.9, b2=0.999,
-                 weight_decay=0.0, grad_clip=1.0, ema_decay=0.99)
-  # debug_kill_at_step: tests only; SIGKILL the process right after the checkpoint of that step.
-  # peak_flops_per_device: the accelerator's peak FLOP/s for the MFU column, e.g. 197e12 for a v5e chip in
-  # bf16; 0: no MFU; -1: measure a 2048^2 matmul in model.dtype on this machine at start (avdit_jax/perf/speed.py).
-  c.train = dict(num_steps=600, log_every=50, peak_flops_per_device=0.0, debug_kill_at_step=0)
-  c.checkpoint = dict(every_steps=200, max_to_keep=3, async_save=True)
-  # Mesh over all devices: data parallel by default; (1, -1, 1) is FSDP, (1, -1, 2) FSDP + tensor.
-  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=(-1, 1, 1), rules=sharding.DEFAULT_RULES)
+  c.optim.update(lr=2e-3, warmup_steps=50, ema_decay=0.99)
+  c.train.update(num_steps=600, log_every=50)
+  c.checkpoint.every_steps = 200
   c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto")
   c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1",
                        "audio_continue:2", "video_continue:2"),

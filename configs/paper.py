@@ -20,9 +20,7 @@ Choices (WORKSPACE.md, "Scaling report", has the compiled numbers):
 - remat 'dots' (keep matmul outputs, recompute the rest) where HBM allows, 'full' on the 16 GiB v5e.
 """
 
-import ml_collections
-
-from avdit_jax.train import sharding
+from avdit_jax import factory
 
 SIZES = {"b": "B", "l": "L", "xl": "XL"}
 CHIPS = {
@@ -41,8 +39,7 @@ def get_config(arg: str = "xl"):
     raise ValueError(f"configs/paper.py: variant {arg!r}; expected '<b|l|xl>[,landscape][,<v5e|v5p|v6e>]'.")
   side = 32 if "landscape" in parts else 16
 
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  c = factory.load_config("common.py", relative_to=__file__)
   c.num_segments = 5
   c.data = dict(kind="latents", dir="", normalize=True, num_workers=4, audio_shape=(125, 8),
                 video_shape=(5, side, side, 8), batch_size=CHIPS[chip]["batch"], seed=0)
@@ -52,11 +49,10 @@ def get_config(arg: str = "xl"):
   c.monl = dict(weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0,
                              conditional=0.0),
                 clean_prob=0.25, task="", modality_weights=(1.0, 1.0))
-  c.optim = dict(lr=1e-4, schedule="constant", warmup_steps=5000, final_lr_fraction=1.0, b1=0.9, b2=0.999,
-                 weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999)
-  c.train = dict(num_steps=400_000, log_every=100, peak_flops_per_device=0.0, debug_kill_at_step=0)
-  c.checkpoint = dict(every_steps=2000, max_to_keep=3, async_save=True)
-  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=(-1, 16, 1), rules=sharding.DEFAULT_RULES)
+  c.optim.update(lr=1e-4, schedule="constant", warmup_steps=5000, final_lr_fraction=1.0, ema_decay=0.9999)
+  c.train.num_steps = 400_000
+  c.checkpoint.every_steps = 2000
+  c.mesh.shape = (-1, 16, 1)
   c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=2.0, loop="auto")
   c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"),
                 num_conditions=4, samples_per_condition=8, use_ema=True)

@@ -12,16 +12,13 @@ Override any field, e.g. --config.avdit.train.num_steps=3000 --config.video_toke
 Variant `test` shrinks every stage to seconds for the test suite.
 """
 
-import os
-
 import ml_collections
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+from avdit_jax import factory
 
 
 def _load(name: str, arg: str = "") -> ml_collections.ConfigDict:
-  from avdit_jax import factory
-  return factory.load_config(os.path.join(_HERE, name) + (f":{arg}" if arg else ""))
+  return factory.load_config(name + (f":{arg}" if arg else ""), relative_to=__file__)
 
 
 def get_config(arg: str = ""):

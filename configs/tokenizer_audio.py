@@ -8,24 +8,19 @@ Variants: '' trains on synthetic_av/small (8 kHz: patch 16 x strides 2*5 = 160 -
 run ends with a reconstruction report (log-spectral distance against the clip-mean baseline).
 """
 
-import ml_collections
-
-from avdit_jax.train import sharding
+from avdit_jax import factory
 
 
 def get_config(arg: str = ""):
-  c = ml_collections.ConfigDict()
+  c = factory.load_config("common.py", relative_to=__file__)
   c.trainee = "audio_tokenizer"
-  c.seed = 0
   c.data = dict(dataset="synthetic_av/small", tfds_dir="", split="train", batch_size=8, seed=0, num_workers=0)
   # CPU size: 16 samples per step as channels, then strides 2 and 5: 8 kHz -> 50 latent frames per second.
   c.model = dict(latent_channels=8, channels=32, strides=(2, 5), patch_size=16, regularizer="kl")
   c.loss = dict(kl_weight=1e-4, stft_weight=1.0, l1_weight=0.0)   # waveform L1 pulls unpredictable phases to 0
-  c.optim = dict(lr=2e-3, schedule="cosine", warmup_steps=20, final_lr_fraction=0.05, b1=0.9, b2=0.99,
-                 weight_decay=0.0, grad_clip=1.0, ema_decay=0.99)
-  c.train = dict(num_steps=900, log_every=100, peak_flops_per_device=0.0, debug_kill_at_step=0)
-  c.checkpoint = dict(every_steps=300, max_to_keep=2, async_save=True)
-  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=(-1, 1, 1), rules=sharding.DEFAULT_RULES)
+  c.optim.update(lr=2e-3, warmup_steps=20, final_lr_fraction=0.05, b2=0.99, ema_decay=0.99)
+  c.train.num_steps = 900
+  c.checkpoint.update(every_steps=300, max_to_keep=2)
   c.eval = dict(split="validation", num_clips=32)
 
   if arg == "paper":

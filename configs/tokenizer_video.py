@@ -9,26 +9,21 @@ The synthetic data set is built into data.tfds_dir on first use. The run ends wi
 report (PSNR against the clip-mean baseline) in WORKDIR/report.md.
 """
 
-import ml_collections
-
-from avdit_jax.train import sharding
+from avdit_jax import factory
 
 
 def get_config(arg: str = ""):
-  c = ml_collections.ConfigDict()
+  c = factory.load_config("common.py", relative_to=__file__)
   c.trainee = "video_tokenizer"
-  c.seed = 0
   c.data = dict(dataset="synthetic_av/small", tfds_dir="", split="train", batch_size=8, seed=0, num_workers=0)
   # CPU size: 4x4x4 causal tubelets (frame 0 alone) as channels, then 3D convs at 8x8: 9 x 32 x 32 x 3 ->
   # 3 x 8 x 8 x 16. The paper variant downsamples with strided causal convs instead (patch_size 1).
   c.model = dict(latent_channels=16, channels=64, channel_mult=(1,), temporal_down=(), spatial_down=None,
                  patch_size=(4, 4, 4), num_res_blocks=0, regularizer="kl")
   c.loss = dict(kl_weight=1e-4)
-  c.optim = dict(lr=2e-3, schedule="cosine", warmup_steps=20, final_lr_fraction=0.05, b1=0.9, b2=0.99,
-                 weight_decay=0.0, grad_clip=1.0, ema_decay=0.99)
-  c.train = dict(num_steps=1500, log_every=100, peak_flops_per_device=0.0, debug_kill_at_step=0)
-  c.checkpoint = dict(every_steps=500, max_to_keep=2, async_save=True)
-  c.mesh = dict(axes=sharding.DEFAULT_AXES, shape=(-1, 1, 1), rules=sharding.DEFAULT_RULES)
+  c.optim.update(lr=2e-3, warmup_steps=20, final_lr_fraction=0.05, b2=0.99, ema_decay=0.99)
+  c.train.num_steps = 1500
+  c.checkpoint.update(every_steps=500, max_to_keep=2)
   c.eval = dict(split="validation", num_clips=32)
 
   if arg == "paper":
