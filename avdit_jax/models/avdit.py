@@ -37,7 +37,6 @@ VARIANTS = {
 }
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = ("einsum", "dot_product")
-MODULATION_MODES = ("segment", "token", "example")
 
 zeros_init = nn.initializers.zeros
 xavier = nn.initializers.xavier_uniform()
@@ -308,9 +307,6 @@ class AVDiT(nn.Module):
     num_segments: N, the time segments of the MoNL grid.
     audio_patch: audio latent frames per token.
     video_patch: (time, height, width) of a video patch.
-    modulation: 'segment' (per-cell adaLN, the model), 'token' (the same math computed per token: a
-      slow reference for tests), 'example' (one adaLN per example from t[:, 0, 0]: the plain-DiT cost
-      baseline for benchmarks; it ignores the rest of t).
     remat: 'none' | 'full' | 'dots' | 'dots_no_batch' rematerialisation of each block.
     scan_layers: scan one block over depth (fast compiles, a 'layers' axis on block params).
     dtype: compute dtype (e.g. bfloat16); params stay `param_dtype`, outputs are float32.
@@ -323,7 +319,6 @@ class AVDiT(nn.Module):
   audio_patch: int = 1
   video_patch: tuple = (1, 2, 2)
   attention: str = "einsum"
-  modulation: str = "segment"
   remat: str = "none"
   scan_layers: bool = False
   dtype: Any = jnp.float32
@@ -331,7 +326,6 @@ class AVDiT(nn.Module):
 
   def _check(self):
     for field, value, allowed in (("attention", self.attention, ATTENTION_IMPLS),
-                                  ("modulation", self.modulation, MODULATION_MODES),
                                   ("remat", self.remat, REMAT_POLICIES)):
       if value not in allowed:
         raise ValueError(f"model.{field}: unknown {value!r}; expected one of {allowed}.")
@@ -350,11 +344,15 @@ class AVDiT(nn.Module):
       raise ValueError(f"batch/timestep mismatch: audio {audio.shape}, video {video.shape}, t {t.shape} "
                        f"(expected t of shape ({b}, {monl.NUM_MODALITIES}, {self.num_segments})).")
     layout = layout_for(self, audio.shape[1:], video.shape[1:])
-    d = self.width
-    pt, ph, pw = self.video_patch
-    pa = self.audio_patch
+    x = self.tokens(audio, video, layout)                                          # (B, L, D)
+    cond, runs = self.conditioning(t, layout)                                      # (B, G, D), G = M*N
+    x = self.blocks(x, cond, runs)                                                 # (B, L, D)
+    return self.heads(x, cond, runs, layout, audio.shape[-1], video.shape[-1])
 
-    # Tokens.
+  def tokens(self, audio, video, layout: TokenLayout):
+    """Patchify both latents, embed, add the modality embedding and the shared-time positions: (B, L, D)."""
+    d, pa = self.width, self.audio_patch
+    pt, ph, pw = self.video_patch
     a_tok = einops.rearrange(audio, "b (t p) c -> b t (p c)", p=pa)                  # (B, La, pa*Ca)
     v_tok = einops.rearrange(video, "b (t pt) (h ph) (w pw) c -> b (t h w) (pt ph pw c)",
                              pt=pt, ph=ph, pw=pw)                                     # (B, Lv, P*Cv)
@@ -367,25 +365,21 @@ class AVDiT(nn.Module):
     x = jnp.concatenate([a_tok + modality[monl.AUDIO].astype(self.dtype),
                          v_tok + modality[monl.VIDEO].astype(self.dtype)], axis=1)    # (B, L, D)
     x = x + jnp.asarray(layout.positional_encoding(d), self.dtype)[None]
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-    # Conditioning: one vector per (modality, segment) cell, and each token's cell.
+  def conditioning(self, t, layout: TokenLayout):
+    """One SiLU'd vector per (modality, segment) cell, (B, M*N, D), and the `cell_runs` that carry each cell's
+    vector to its tokens: {'all', 'audio', 'video'} (runs None: the vectors are per example or per token)."""
     cells = layout.token_cells()                                                     # (L,) numpy
     la = layout.num_audio_tokens
     runs = {"all": cell_runs(cells), "audio": cell_runs(cells[:la]), "video": cell_runs(cells[la:])}
-    if self.modulation == "example":
-      cond = TimestepEmbedder(d, param_dtype=self.param_dtype, name="t_embed")(t[:, :1, :1])[:, :1]
-      runs = None                                                                   # (B, 1, D)
-    else:
-      cond = TimestepEmbedder(d, param_dtype=self.param_dtype, name="t_embed")(t)    # (B, M*N, D)
-      if self.modulation == "token":
-        cond = to_tokens(cond, runs["all"])                                         # (B, L, D)
-        runs = None
-    cond = nn.silu(cond)
+    cond = TimestepEmbedder(self.width, param_dtype=self.param_dtype, name="t_embed")(t)   # (B, M*N, D)
+    return nn.silu(cond), runs
 
-    # Blocks.
-    block_kwargs = dict(width=d, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, attention=self.attention,
-                        runs=None if runs is None else runs["all"], dtype=self.dtype, param_dtype=self.param_dtype)
+  def blocks(self, x, cond, runs):
+    block_kwargs = dict(width=self.width, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                        attention=self.attention, runs=None if runs is None else runs["all"], dtype=self.dtype,
+                        param_dtype=self.param_dtype)
     block_cls = ScannedBlock if self.scan_layers else Block
     if self.remat != "none":
       block_cls = nn.remat(block_cls, policy=_remat_policy(self.remat), prevent_cse=not self.scan_layers)
@@ -396,20 +390,31 @@ class AVDiT(nn.Module):
     else:
       for i in range(self.depth):
         x = block_cls(**block_kwargs, name=f"block_{i}")(x, cond)
+    return x
 
-    # Heads, one per modality, each modulated by its tokens' cells.
+  def heads(self, x, cond, runs, layout: TokenLayout, audio_channels: int, video_channels: int):
+    """One head per modality, each modulated by its tokens' cells, un-patchified to the latents' shapes."""
+    d, pa = self.width, self.audio_patch
+    pt, ph, pw = self.video_patch
+    la = layout.num_audio_tokens
+
     def head(name, tokens, out_features, modality, token_slice):
       if runs is None:
         c = cond if cond.shape[1] == 1 else cond[:, token_slice]
         return FinalLayer(d, out_features, None, self.param_dtype, name=name)(tokens, c)
       return FinalLayer(d, out_features, runs[modality], self.param_dtype, name=name)(tokens, cond)
-    a_out = head("audio_head", x[:, :la], pa * audio.shape[-1], "audio", slice(0, la))   # (B, La, pa*Ca)
-    v_out = head("video_head", x[:, la:], pt * ph * pw * video.shape[-1], "video", slice(la, None))
+    a_out = head("audio_head", x[:, :la], pa * audio_channels, "audio", slice(0, la))     # (B, La, pa*Ca)
+    v_out = head("video_head", x[:, la:], pt * ph * pw * video_channels, "video", slice(la, None))
     gt, gh, gw = layout.video_grid
     a_out = einops.rearrange(a_out, "b t (p c) -> b (t p) c", p=pa)
     v_out = einops.rearrange(v_out, "b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c",
                              t=gt, h=gh, w=gw, pt=pt, ph=ph, pw=pw)
     return a_out, v_out
+
+
+def denoiser(model: nn.Module, params):
+  """The network as the sampler and the objective take it: denoise(audio, video, t) -> (audio_out, video_out)."""
+  return lambda audio, video, t: model.apply({"params": params}, audio, video, t)
 
 
 def make_model(variant: str = "S", **overrides) -> AVDiT:
@@ -431,8 +436,7 @@ def _block_flops(layout: TokenLayout, model: AVDiT) -> float:
   length = layout.num_audio_tokens + layout.num_video_tokens
   hidden = int(d * model.mlp_ratio)
   attention = 2 * 2 * length * length * d
-  cond_rows = {"segment": monl.NUM_MODALITIES * model.num_segments, "token": length, "example": 1}[model.modulation]
-  adaln = 2 * cond_rows * d * 6 * d
+  adaln = 2 * monl.NUM_MODALITIES * model.num_segments * d * 6 * d     # once per cell, broadcast to the tokens
   return 2 * length * (4 * d * d + 2 * d * hidden) + attention + adaln
 
 
@@ -443,13 +447,11 @@ def count_flops(layout: TokenLayout, model: AVDiT, batch: int) -> float:
   the usual MFU convention.
   """
   d, depth = model.width, model.depth
-  length = layout.num_audio_tokens + layout.num_video_tokens
   per_block = _block_flops(layout, model)
   cells = monl.NUM_MODALITIES * model.num_segments
-  cond_rows = {"segment": cells, "token": length, "example": 1}[model.modulation]
   (ta, ca), (tv, h, w, cv) = layout.audio_shape, layout.video_shape
   patch_io = 2 * 2 * (ta * ca + tv * h * w * cv) * d           # patch embeddings in, heads out
-  final_modulation = 2 * cond_rows * d * 2 * d
+  final_modulation = 2 * cells * d * 2 * d
   t_embed = 2 * cells * (256 * d + d * d)
   return float(batch * (depth * per_block + patch_io + final_modulation + t_embed))
 

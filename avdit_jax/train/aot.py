@@ -99,8 +99,7 @@ def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, k
   mask = monl.task_mask("a2v", config.num_segments)
 
   def one_step(params, audio, video, z_audio, z_video, rng):
-    denoise = lambda a, v, t: model.apply({"params": params}, a, v, t)
-    step = sampling.make_step(denoise, sampler)
+    step = sampling.make_step(avdit.denoiser(model, params), sampler)
     cond = sampling.make_condition(sampler, mask, audio, video)
     with nn.logical_axis_rules(setup.axis_rules):     # the activations' shardings, as in training
       out = step(sampling.State(z_audio, z_video, rng), jnp.int32(0), cond)
