@@ -20,10 +20,9 @@ def get_config(arg: str = ""):
   # over train.num_steps or 'constant' holds it. EMA of the params for sampling and evaluation.
   c.optim = dict(lr=1e-4, schedule="cosine", warmup_steps=100, final_lr_fraction=0.0, b1=0.9, b2=0.999,
                  weight_decay=0.0, grad_clip=1.0, ema_decay=0.999)
-  # debug_kill_at_step: tests only; SIGKILL the process right after the checkpoint of that step.
   # peak_flops_per_device: the accelerator's peak FLOP/s for the MFU column, e.g. 197e12 for a v5e chip in
   # bf16; 0: no MFU; -1: measure a 2048^2 matmul in model.dtype on this machine at start (avdit_jax/perf/speed.py).
-  c.train = dict(num_steps=1000, log_every=100, peak_flops_per_device=0.0, debug_kill_at_step=0)
+  c.train = dict(num_steps=1000, log_every=100, peak_flops_per_device=0.0)
   # A checkpoint every `every_steps`, at the end and at SIGTERM; the newest `max_to_keep` are kept.
   c.checkpoint = dict(every_steps=500, max_to_keep=3, async_save=True)
   # Mesh over all devices: data parallel by default; (1, -1, 1) is FSDP, (1, -1, 2) FSDP + tensor.

@@ -22,15 +22,36 @@ def _config(**train_fields):
   config = load_config(arg="test")
   config.checkpoint.every_steps = K
   config.checkpoint.async_save = False
-  config.eval.tasks = ()
+  config.evals = {}
   for key, value in train_fields.items():
     config.train[key] = value
   return config
 
 
-def _main(workdir, *overrides, wait=True):
-  cmd = [sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py:test", f"--workdir={workdir}",
-         f"--config.checkpoint.every_steps={K}", "--config.eval.tasks=()", *overrides]
+# The entry point, with every checkpoint save followed by a SIGKILL once the save of step argv[1] is on disk:
+# a process that dies hard at the worst moment for a resume.
+KILL_AFTER_SAVE = """
+import os, signal, sys
+from absl import app
+from avdit_jax import main
+from avdit_jax.train import checkpoint
+kill_at, sys.argv = int(sys.argv[1]), sys.argv[:1] + sys.argv[2:]
+save = checkpoint.save
+def save_then_die(manager, step, *args, **kwargs):
+  started = save(manager, step, *args, **kwargs)
+  if step == kill_at:
+    manager.wait_until_finished()
+    os.kill(os.getpid(), signal.SIGKILL)
+  return started
+checkpoint.save = save_then_die
+app.run(main.main)
+"""
+
+
+def _main(workdir, *overrides, wait=True, kill_after_save_of=None):
+  entry = ["-m", "avdit_jax.main"] if kill_after_save_of is None else ["-c", KILL_AFTER_SAVE, str(kill_after_save_of)]
+  cmd = [sys.executable, *entry, "--config=configs/gaussian.py:test", f"--workdir={workdir}",
+         f"--config.checkpoint.every_steps={K}", "--config.evals.gaussian_toy.tasks=()", *overrides]
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   if wait:
     _, err = proc.communicate(timeout=600)
@@ -52,7 +73,7 @@ def _assert_same_tree(a, b):
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
   reference = trainer.train_and_evaluate(_config(num_steps=2 * K), str(tmp_path / "ref"))
   killed = tmp_path / "killed"
-  rc, err = _main(killed, f"--config.train.num_steps={2 * K}", f"--config.train.debug_kill_at_step={K}")
+  rc, err = _main(killed, f"--config.train.num_steps={2 * K}", kill_after_save_of=K)
   assert rc == -signal.SIGKILL, err[-2000:]
   assert max(_metrics(killed)) <= K
   resumed = trainer.train_and_evaluate(_config(num_steps=2 * K), str(killed))

@@ -25,17 +25,28 @@ def _normalized(value):
   return json.loads(json.dumps(value))   # tuples -> lists, so saved and live configs compare equal
 
 
+def directory(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, "checkpoints"))
+
+
+def require_checkpoints(workdir: str) -> None:
+  """A clear error when workdir holds no checkpoint step (before anything is built or restored)."""
+  where = directory(workdir)
+  if not os.path.isdir(where) or not any(d.isdigit() for d in os.listdir(where)):
+    raise FileNotFoundError(f"--workdir {workdir}: no checkpoints in {where}; train there first.")
+
+
 def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   c = config.checkpoint
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=c.max_to_keep, save_interval_steps=c.every_steps,
-      enable_async_checkpointing=c.async_save, create=True)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+  # No save interval here: the trainer decides when to save (every_steps, the last step, SIGTERM).
+  options = ocp.CheckpointManagerOptions(max_to_keep=c.max_to_keep, enable_async_checkpointing=c.async_save,
+                                         create=True)
+  return ocp.CheckpointManager(directory(workdir), options=options)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config, *, force: bool = False) -> bool:
-  """Saves when the interval says so (or `force`); returns whether a save started."""
-  return manager.save(step, force=force, args=ocp.args.Composite(
+def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, config) -> bool:
+  """Saves this step (the trainer decides which steps); returns whether a save started."""
+  return manager.save(step, force=True, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       data=ocp.args.JsonSave(data_state),
       config=ocp.args.JsonSave(_normalized(config.to_dict()))))
@@ -43,10 +54,8 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_state: dict, con
 
 def saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved with the newest checkpoint in workdir (what a run was trained with)."""
-  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-  if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
-    raise FileNotFoundError(f"{workdir}: no checkpoints in {directory}; train there first.")
-  manager = ocp.CheckpointManager(directory)
+  require_checkpoints(workdir)
+  manager = ocp.CheckpointManager(directory(workdir))
   try:
     step = manager.latest_step()
     return ml_collections.ConfigDict(manager.restore(step, args=ocp.args.Composite(
@@ -56,9 +65,14 @@ def saved_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def check_compatible(saved_config: dict, config: ml_collections.ConfigDict, where: str) -> None:
+  """The model fields that both configs have must agree (a field that this code no longer has cannot change
+  the model it builds, and one that the checkpoint's code did not have yet holds that code's behaviour)."""
   live = _normalized(config.to_dict())
   for key in COMPATIBLE_SECTIONS:
-    if saved_config.get(key) != live.get(key):
+    saved, wanted = saved_config.get(key), live.get(key)
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+      saved, wanted = ({k: d[k] for k in saved.keys() & wanted.keys()} for d in (saved, wanted))
+    if saved != wanted:
       raise ValueError(f"checkpoint {where} was written with config.{key} = {saved_config.get(key)}, but the "
                        f"config asks for {live.get(key)}; use a fresh --workdir or the checkpoint's config.")
 

@@ -124,3 +124,23 @@ def check_divisible(global_batch: int, mesh: Mesh, axis_rules) -> None:
 def global_batch(local: dict, shardings: dict) -> dict:
   """This process's rows of the batch -> global arrays with the given shardings (train.Setup.batch_sharding)."""
   return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}
+
+
+def to_host(tree):
+  """Arrays of any sharding on any number of processes -> whole numpy arrays on this process.
+
+  Replicated arrays are read from a local copy; a sharded array that this process sees whole is assembled
+  from its shards; otherwise the shards are gathered from every process (multihost_utils.process_allgather),
+  so in a multi-process run every process must call this at the same point for such arrays."""
+  from jax.experimental import multihost_utils
+
+  def fetch(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if x.sharding.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    if x.is_fully_addressable:
+      return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return jax.tree.map(fetch, tree)
+

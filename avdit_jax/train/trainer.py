@@ -1,10 +1,11 @@
-"""Training: the train state, a pure train step, and the loop `train_and_evaluate(config, workdir)`.
+"""Training: the train state, a pure train step, and the loop `train_and_evaluate(config, workdir, evaluators)`.
 
 One trainer for everything config.trainee names (avdit_jax/train/trainees.py): the AVDiT and the tokenizers.
 
 The step is a pure function of (state, batch); its RNG is folded from (seed, step), so a run is a
 function of its config alone. Metrics are fetched one step late so the host never waits on the step
-it has just dispatched.
+it has just dispatched. Evaluators (built from config.evals by avdit_jax/evals/evaluators.py) run during
+training at their own intervals and after the last step; their scalars join metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import flax
 import flax.linen as nn
@@ -131,13 +132,8 @@ class MetricsWriter:
       self._tb.close()
 
 
-def to_host(tree):
-  """Replicated (possibly multi-process) arrays -> numpy, from this process's first replica."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
-
-
 def _host_metrics(trainee: trainees.Trainee, metrics: dict, lr: float) -> dict:
-  m = to_host(metrics)
+  m = sharding.to_host(metrics)
   return {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "lr": float(lr), **trainee.summarize(m["aux"])}
 
 
@@ -194,8 +190,40 @@ def abstract_batch(config, setup: Setup) -> dict:
           for k, shape in setup.trainee.example_shapes.items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains for config.train.num_steps on the mesh of config.mesh and returns the final state."""
+def restore_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool, mesh=None):
+  """(params, module, step) of the newest checkpoint in workdir that restores, for sampling or evaluation.
+
+  The params are restored onto `mesh` (default: config.mesh) with the training shardings and stay there
+  (sharding.to_host fetches what a caller needs on the host). A clear error when there is no checkpoint."""
+  checkpoint.require_checkpoints(workdir)
+  setup = build(config, mesh)
+  manager = checkpoint.make_manager(workdir, config)
+  try:
+    restored = checkpoint.restore_latest(manager, setup.abstract_state, config)
+  finally:
+    manager.close()
+  if restored is None:
+    raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {checkpoint.directory(workdir)} restores.")
+  state, _, step = restored
+  logging.info("loaded the checkpoint of step %d from %s (%s params)", step, workdir, "EMA" if use_ema else "raw")
+  return (state.ema_params if use_ema else state.params), setup.model, step
+
+
+class Evaluator(Protocol):
+  """What train_and_evaluate runs: `name` prefixes its scalars in metrics.jsonl (eval/<name>/...); it runs every
+  `every_steps` steps (0: only at the end) and after the last step, on every process (sampling is a sharded
+  computation), and writes its own reports."""
+  name: str
+  every_steps: int
+
+  def __call__(self, state: TrainState, step: int) -> dict[str, float]: ...
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       evaluators: Sequence[Evaluator] = ()) -> TrainState:
+  """Trains for config.train.num_steps on the mesh of config.mesh, running `evaluators` during training and
+  after the last step, and returns the final state. A finished run (its newest checkpoint at num_steps) is
+  only evaluated."""
   if workdir:
     os.makedirs(workdir, exist_ok=True)
   setup = build(config)
@@ -208,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state, data_state = setup.init_fn(), None
   # ---------------------------------------------------------------- loop
   num_steps = config.train.num_steps
-  first_step = int(to_host(state.step))
+  first_step = int(sharding.to_host(state.step))
   writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
   batches = setup.trainee.stream(config, data_state)
   preemption = checkpoint.PreemptionFlag()
@@ -218,6 +246,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if peak < 0:                         # measure this machine's (tools/benchmark.py uses the same figure)
     peak = speed.matmul_peak(config.model.get("dtype", "float32"))
     logging.info("MFU against a measured matmul peak of %.1f GFLOP/s per device", peak / 1e9)
+
+  def evaluate(step, state):
+    nonlocal timed_from
+    began = time.time()
+    for ev in evaluators:
+      if step == num_steps or (ev.every_steps and step % ev.every_steps == 0):
+        values = ev(state, step)
+        if values:
+          writer.write(step, {f"eval/{ev.name}/{k}": v for k, v in values.items()})
+          logging.info("step %d: %s %s", step, ev.name, values)
+    if timed_from is not None:         # evaluation time is not training time
+      timed_from = (timed_from[0], timed_from[1] + time.time() - began)
 
   def report(step, metrics):
     nonlocal timed_from
@@ -246,29 +286,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                    time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "?")
 
   try:
-    with jax.set_mesh(setup.mesh):
-      for step in range(first_step + 1, num_steps + 1):
+    for step in range(first_step + 1, num_steps + 1):
+      with jax.set_mesh(setup.mesh):   # the step's mesh only: evaluators place their own arrays
         state, metrics = setup.step_fn(state, sharding.global_batch(next(batches), setup.batch_sharding))
-        if pending is not None:
-          report(*pending)
-        pending = (step, metrics)
-        preempted = preemption.reached()
-        if preempted or step == num_steps or step % config.checkpoint.every_steps == 0:
-          report(*pending)             # a checkpoint only ever holds a state whose step was finite
-          pending = None
-          checkpoint.save(manager, step, state, batches.get_state(), config, force=True)
-          if step == config.train.get("debug_kill_at_step", 0):   # tests: die hard right after a save
-            manager.wait_until_finished()
-            os.kill(os.getpid(), signal.SIGKILL)
-        if preempted:
-          logging.warning("preempted: checkpoint saved at step %d, exiting", step)
-          break
       if pending is not None:
         report(*pending)
+      pending = (step, metrics)
+      preempted = preemption.reached()
+      if preempted or step == num_steps or step % config.checkpoint.every_steps == 0:
+        report(*pending)               # a checkpoint only ever holds a state whose step was finite
+        pending = None
+        checkpoint.save(manager, step, state, batches.get_state(), config)
+      if preempted:
+        logging.warning("preempted: checkpoint saved at step %d, exiting", step)
+        break
+      evaluate(step, state)
+    if pending is not None:
+      report(*pending)
+    if first_step == num_steps:        # nothing left to train: evaluate the finished run
+      evaluate(num_steps, state)
   finally:
     manager.wait_until_finished()
     manager.close()
     preemption.close()
     writer.close()
-  logging.info("trained to step %d in %.1fs", int(to_host(state.step)), time.time() - start)
+  logging.info("trained to step %d in %.1fs", int(sharding.to_host(state.step)), time.time() - start)
   return state
