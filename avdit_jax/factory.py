@@ -6,6 +6,8 @@ and raises errors that name the field.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import ml_collections
 
@@ -89,8 +91,17 @@ def training_objective(config: ml_collections.ConfigDict) -> objective.Objective
       prediction=config.diffusion.prediction, modality_weights=tuple(c.modality_weights))
 
 
+# config.sampling fields for the inference front end (avdit_jax/inference/run.py), not the sampler's.
+FRONT_END_SAMPLING_FIELDS = ("use_ema", "tasks")
+
+
 def sampler(config: ml_collections.ConfigDict, **overrides) -> sampling.SamplerConfig:
-  c = dict(config.sampling)
+  c = {k: v for k, v in config.sampling.items() if k not in FRONT_END_SAMPLING_FIELDS}
   c.update(overrides)
+  known = {f.name for f in dataclasses.fields(sampling.SamplerConfig)} - {"schedule", "segments", "prediction"}
+  unknown = sorted(set(c) - known)
+  if unknown:
+    raise ValueError(f"sampling: unknown fields {unknown}; expected some of {sorted(known)} "
+                     f"(and {list(FRONT_END_SAMPLING_FIELDS)}).")
   return sampling.SamplerConfig(schedule(config), frame_segments(config), prediction=config.diffusion.prediction,
                                 **c)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 
 from avdit_jax import factory
 from avdit_jax.data import latents, streams
@@ -90,12 +91,15 @@ def test_bad_inputs_name_the_culprit(latent_dir, tmp_path):
   # A record whose shape disagrees with the metadata, and one with NaN, each named.
   for name, video in (("short", np.zeros((3, 4, 4, 2), np.float32)),
                       ("nan", np.full((4, 4, 4, 2), np.nan, np.float32))):
-    bad = tmp_path / name
-    writer = latents.LatentWriter(str(bad), (8, 2), (4, 4, 4, 2), 4)
-    writer.write("good-0", np.zeros((8, 2)), np.zeros((4, 4, 4, 2)))
-    writer._writers[0].write(latents.encode(f"bad-{name}", np.zeros((8, 2), np.float32), video))
-    writer._count += 1
-    writer.close()
+    bad = tmp_path / name                   # written by another producer of the format, which the writer would refuse
+    bad.mkdir()
+    shard = latents.shard_name(0, 1)
+    out = array_record_module.ArrayRecordWriter(str(bad / shard), "group_size:1")
+    out.write(latents.encode("good-0", np.zeros((8, 2), np.float32), np.zeros((4, 4, 4, 2), np.float32)))
+    out.write(latents.encode(f"bad-{name}", np.zeros((8, 2), np.float32), video))
+    out.close()
+    stats = dict(audio_mean=[0.0] * 2, audio_std=[1.0] * 2, video_mean=[0.0] * 2, video_std=[1.0] * 2)
+    latents.Metadata((8, 2), (4, 4, 4, 2), 2, [shard], 4, stats).write(str(bad))
     with pytest.raises(ValueError, match=f"clip 'bad-{name}' has (video|non-finite video)"):
       for _ in zip(range(4), iter(streams.latent_dataset(_config(bad, batch_size=2, normalize=False)))):
         pass
@@ -114,7 +118,7 @@ def test_training_on_latents_resumes_exactly_including_the_data_position(latent_
     config.train.num_steps = steps
     config.checkpoint.every_steps = 3
     config.checkpoint.async_save = False
-    config.eval.tasks = ()
+    config.evals = {}
     return trainer.train_and_evaluate(config, str(workdir))
 
   ref = run(tmp_path / "ref", 9)          # 9 steps of 8 clips cross the 48-clip epoch boundary

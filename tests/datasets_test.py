@@ -121,3 +121,29 @@ def test_unknown_data_set_names_are_refused(tmp_path):
     datasets.builder("synthetic_av/huge", str(tmp_path))
   with pytest.raises(ValueError, match="new config name"):
     datasets.builder("synthetic_av/tiny", str(tmp_path), num_train=3)
+
+
+def _set_display_matrix(path: str, matrix) -> None:
+  """Writes a rotation into an mp4 the way phones do: the video track header's (tkhd, version 0) 3x3 matrix."""
+  import struct
+  data = bytearray(open(path, "rb").read())
+  box = data.find(b"tkhd")
+  assert box > 0 and data[box + 4] == 0
+  at = box + 4 + 4 + 5 * 4 + 8 + 8           # after version/flags, 5 x 32-bit fields, reserved, layer..volume
+  data[at:at + 36] = struct.pack(">9i", *matrix)
+  open(path, "wb").write(bytes(data))
+
+
+def test_a_phone_rotation_flag_turns_the_frames_upright(tmp_path):
+  """A portrait phone video is stored landscape with a display matrix of a quarter turn clockwise."""
+  frames = np.zeros((3, 32, 48, 3), np.uint8)
+  frames[:, :8, :8] = (255, 0, 0)             # a red top-left corner
+  path = str(tmp_path / "phone.mp4")
+  mediafile.write_mp4(path, frames, 8.0, np.zeros(4000, np.float32), 8000)
+  assert mediafile.decode(path, 8000).frames.shape[1:3] == (32, 48)          # no flag: as stored
+  _set_display_matrix(path, [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30])      # rotate 90 degrees clockwise
+  shown = mediafile.decode(path, 8000).frames
+  assert shown.shape[1:3] == (48, 32)
+  red = (shown[0, ..., 0] > 200) & (shown[0, ..., 1] < 60)
+  rows, cols = np.nonzero(red)
+  assert rows.max() < 10 and cols.min() > 32 - 10, (rows, cols)            # the corner is now top-right

@@ -38,16 +38,16 @@ def main(argv):
     raise app.UsageError("usage: tools/tokenize_av.py encode|decode --flags (see the docstring)")
   import numpy as np
 
-  from avdit_jax.data import latents
-  from avdit_jax.inference import codec
+  from avdit_jax.data import clips, latents
+  from avdit_jax.inference import codec, tokenize
   pair = codec.Codec(codec.load(FLAGS.video_workdir), codec.load(FLAGS.audio_workdir))
   if argv[1] == "encode":
     if FLAGS.num_segments is None:
       raise app.UsageError("--num_segments is required for encode (the MoNL N of the runs that will train on it).")
-    meta = codec.tokenize_split(pair, FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.out,
-                                num_segments=FLAGS.num_segments, num_shards=FLAGS.num_shards,
-                                batch_size=FLAGS.batch_size, process_index=FLAGS.process_index,
-                                process_count=FLAGS.process_count)
+    meta = tokenize.tokenize_split(pair, FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.out,
+                                   num_segments=FLAGS.num_segments, num_shards=FLAGS.num_shards,
+                                   batch_size=FLAGS.batch_size, process_index=FLAGS.process_index,
+                                   process_count=FLAGS.process_count)
     if meta is not None:
       print(f"{meta.num_clips} clips -> {FLAGS.out}: audio {meta.audio_shape}, video {meta.video_shape}")
     return
@@ -56,10 +56,10 @@ def main(argv):
   meta = latents.Metadata.read(FLAGS.latents)
   records = latents.read_clips(FLAGS.latents, meta, FLAGS.num_clips)
   os.makedirs(FLAGS.out, exist_ok=True)
-  frames, audio = pair.decode(np.stack([r["audio"] for r in records]), np.stack([r["video"] for r in records]))
-  for r, f, a in zip(records, frames, audio):
+  audio, frames = pair.decode(np.stack([r["audio"] for r in records]), np.stack([r["video"] for r in records]))
+  for r, a, f in zip(records, audio, frames):
     stem = os.path.join(FLAGS.out, r["clip_id"].replace("/", "_"))
-    print(codec.write_media(stem, f, a, pair.spec))
+    print(clips.write_clip(stem, f, a, pair.spec))
 
 
 if __name__ == "__main__":

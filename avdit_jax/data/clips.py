@@ -89,3 +89,16 @@ def cut_clips(decoded: mediafile.Decoded, spec: ClipSpec, max_clips: int | None 
     lo, hi = max(first, 0), min(first + spec.audio_samples, len(decoded.audio))
     audio[lo - first:hi - first] = decoded.audio[lo:hi]
     yield start, video, audio
+
+
+def write_clip(path_stem: str, frames: np.ndarray, waveform: np.ndarray, spec: ClipSpec) -> dict:
+  """One clip (uint8 [T, H, W, 3], float [S] with its lead) -> <stem>.mp4, <stem>_frames.png, <stem>_spectrogram.png.
+
+  The mp4's audio starts with the first frame: the lead (audio before it) is left out of the file."""
+  paths = {"mp4": path_stem + ".mp4", "frames": path_stem + "_frames.png",
+           "spectrogram": path_stem + "_spectrogram.png"}
+  audio = waveform[spec.lead_samples:]
+  mediafile.write_mp4(paths["mp4"], frames, spec.frame_rate, audio, spec.sample_rate)
+  mediafile.save_png(paths["frames"], images.frame_strip(frames))
+  mediafile.save_png(paths["spectrogram"], images.spectrogram_image(audio, spec.sample_rate))
+  return paths

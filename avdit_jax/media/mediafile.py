@@ -1,6 +1,7 @@
 """Media files in and out: decode any audio-video file (PyAV), write mp4 (H.264 + AAC) and PNG (Pillow).
 
-Decoding returns the file's own frames with their times and its audio resampled and mixed to mono
+Decoding returns the file's own frames (upright, as its rotation metadata says they are shown) with their
+times and its audio resampled and mixed to mono
 (data/clips.py cuts them onto a clip grid). Files without an audio track, or that fail to decode, raise
 MediaError naming the file.
 """
@@ -33,6 +34,15 @@ class Decoded:
     return float(min(last, len(self.audio) / self.sample_rate))
 
 
+def upright(frame: av.VideoFrame) -> np.ndarray:
+  """A decoded frame as RGB uint8 [H, W, 3], turned as the file says it is shown: phones store portrait video
+  landscape with a display matrix (FFmpeg's `rotation`: degrees counter-clockwise, e.g. -90 for a quarter turn
+  clockwise). Mirrored matrices are rare and not handled."""
+  image = frame.to_ndarray(format="rgb24")
+  turns = int(round((frame.rotation or 0) / 90.0)) % 4
+  return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 def decode(path: str, sample_rate: int, *, require_audio: bool = True) -> Decoded:
   """All frames (RGB) and the audio (mono float32, resampled to sample_rate) of a media file. Without
   `require_audio`, a file with no audio track decodes to silence of the video's length."""
@@ -49,7 +59,7 @@ def decode(path: str, sample_rate: int, *, require_audio: bool = True) -> Decode
       for packet in container.demux(*[s for s in (vstream, astream) if s is not None]):
         for frame in packet.decode():
           if isinstance(frame, av.VideoFrame):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            frames.append(upright(frame))
             times.append(float(frame.pts * frame.time_base) if frame.pts is not None else len(times) / float(
                 vstream.average_rate or 1))
           else:
