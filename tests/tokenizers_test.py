@@ -13,7 +13,8 @@ import pytest
 from train_test import load_config
 
 from avdit_jax.data import clips, datasets, latents, streams
-from avdit_jax.inference import codec
+from avdit_jax.evals import reconstruction
+from avdit_jax.inference import codec, tokenize
 from avdit_jax.media import mediafile
 from avdit_jax.models.tokenizers import audio as audio_tok
 from avdit_jax.models.tokenizers import video as video_tok
@@ -96,10 +97,10 @@ def test_tokenizers_learn_below_the_clip_mean_baseline(trained):
   held-out numbers). Video: under half the clip mean's MSE. Audio: a lower log-spectral distance and real
   energy (not the near-silence an earlier loss learned)."""
   _, runs = trained
-  video = codec.reconstruction_report(codec.load(runs["tokenizer_video"], use_ema=False), split="train")
+  video = reconstruction.reconstruction_report(codec.load(runs["tokenizer_video"], use_ema=False), "train", 32)
   assert video["model"] > video["clip_mean_baseline"] + 3.0, video          # PSNR, dB: MSE halved
   tok = codec.load(runs["tokenizer_audio"], use_ema=False)
-  audio = codec.reconstruction_report(tok, split="train")
+  audio = reconstruction.reconstruction_report(tok, "train", 32)
   assert audio["model"] < audio["clip_mean_baseline"] - 1.0, audio          # log-spectral distance, dB
   source, _ = datasets.data_source(tok.config.data.dataset, "train", tok.config.data.tfds_dir)
   x = np.stack([source[i]["audio"] for i in range(8)])
@@ -111,12 +112,12 @@ def test_tokenized_split_reads_back_through_the_training_pipeline(trained):
   root, runs = trained
   pair = codec.Codec(codec.load(runs["tokenizer_video"]), codec.load(runs["tokenizer_audio"]))
   out = str(root / "test_latents")
-  meta = codec.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3,
-                              num_shards=3, batch_size=4)
+  meta = tokenize.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3,
+                                 num_shards=3, batch_size=4)
   assert meta.num_clips == 8 and meta.video_shape == (3, 8, 8, 16) and meta.audio_shape == (75, 8)
   # A rerun skips the finished shards and leaves them untouched.
   stamp = os.path.getmtime(os.path.join(out, meta.shards[0]))
-  codec.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3, num_shards=3)
+  tokenize.tokenize_split(pair, "synthetic_av/tiny", "train", str(root / "tfds"), out, num_segments=3, num_shards=3)
   assert os.path.getmtime(os.path.join(out, meta.shards[0])) == stamp
   # The training pipeline reads them: normalised to zero mean, unit std per channel over the split.
   config = load_config("gaussian", "test")
@@ -131,7 +132,7 @@ def test_tokenized_split_reads_back_through_the_training_pipeline(trained):
   source, _ = datasets.data_source("synthetic_av/tiny", "train", str(root / "tfds"))
   first = latents.read_clips(out, meta, 1)[0]
   clip = next(source[i] for i in range(8) if source[i]["clip_id"].decode() == first["clip_id"])
-  audio, video = pair.encode(clip["video"][None], clip["audio"][None])
+  audio, video = pair.encode(clip["audio"][None], clip["video"][None])
   np.testing.assert_allclose(first["video"], video[0], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(first["audio"], audio[0], rtol=1e-5, atol=1e-5)
 
@@ -144,8 +145,8 @@ def test_media_to_latents_to_media_writes_a_playable_mp4_of_the_clip_durations(t
   mediafile.write_mp4(given, source[0]["video"], spec.frame_rate, source[0]["audio"][spec.lead_samples:],
                       spec.sample_rate)
   (_, frames, audio), = clips.cut_clips(mediafile.decode(given, spec.sample_rate), spec)
-  frames, audio = pair.decode(*pair.encode(frames[None], audio[None]))
-  paths = codec.write_media(str(root / "roundtrip"), frames[0], audio[0], spec)
+  audio, frames = pair.decode(*pair.encode(audio[None], frames[None]))
+  paths = clips.write_clip(str(root / "roundtrip"), frames[0], audio[0], spec)
   got = mediafile.stream_durations(paths["mp4"])
   assert got["frames"] == spec.num_frames and got["video"] == pytest.approx(spec.video_seconds)
   assert got["audio"] == pytest.approx(spec.video_seconds, abs=0.15)        # AAC pads to its frame size

@@ -9,7 +9,7 @@ Trains one AVDiT per Table 1 setting: task-specific conditional models (one per 
 modality, per time segment, per time segment per modality, Pt/Pm/Ptm and MoNL.
 - Gaussian toy (default; configs/gaussian.py): every task's true conditional is known, so each cell is a
   moment error: the squared error of the samples' mean plus that of their per-element standard deviation,
-  against the exact conditional (gaussian_toy.gaussian_task_errors; the 'exact denoiser' row is the floor
+  against the exact conditional (gaussian_toy.task_errors; the 'exact denoiser' row is the floor
   that the sampler's steps and the sample count leave). By default every batch is a fresh draw (unlimited
   data); --toy_clips=N trains every model on the same N fixed clips instead, a finite data set like the
   paper's, on which training for several tasks at once can help as much as it costs.
@@ -29,7 +29,6 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -88,18 +87,23 @@ def _finite_toy(config, num_clips: int, workdir: str):
   return c
 
 
+def _trained(config, state):
+  """A finished model as the inference front end samples it (the params sampling.use_ema picks)."""
+  from avdit_jax import factory
+  from avdit_jax.inference import frontend
+  params = state.ema_params if frontend.use_ema(config) else state.params
+  return frontend.Run.for_params(config, factory.model(config), params, normalizer=frontend.normalizer_for(config))
+
+
 def _gaussian_cells(config, weights, task, workdir, tasks) -> tuple[dict, dict]:
   """Trains (or restores) one model on the toy: ({task: moment error}, {task: the exact denoiser's})."""
-  from avdit_jax import factory
   from avdit_jax.evals import gaussian_toy
   from avdit_jax.train import trainer
   c = _configure(config, weights, task)
-  state = trainer.train_and_evaluate(c, workdir)
-  model = factory.model(c)
-  params = trainer.to_host(state.ema_params if c.eval.use_ema else state.params)
-  errors = gaussian_toy.gaussian_task_errors(c, lambda a, v, t: model.apply({"params": params}, a, v, t), tasks)
-  return ({t: moment_error(r) for t, r in errors.items()},
-          {t: moment_error(r, "exact_denoiser") for t, r in errors.items()})
+  draws = {k: c.evals.gaussian_toy[k] for k in ("num_conditions", "samples_per_condition")}
+  model = gaussian_toy.task_errors(c, _trained(c, trainer.train_and_evaluate(c, workdir)), tasks, **draws)
+  floor = gaussian_toy.task_errors(c, gaussian_toy.exact_run(c), tasks, **draws)
+  return {t: moment_error(r) for t, r in model.items()}, {t: moment_error(r) for t, r in floor.items()}
 
 
 @functools.cache
@@ -115,30 +119,37 @@ _UNTRAINED = {}
 
 def _synthetic_cells(quickstart: str, weights, task, workdir, tasks) -> tuple[dict, dict]:
   """Trains (or restores) one model on a main-job run's latents: ({task: probe / untrained's}, {})."""
+  import flax.linen as nn
+
   from avdit_jax.data import latents
   from avdit_jax.evals import clip_tasks
-  from avdit_jax.train import checkpoint, trainer
+  from avdit_jax.inference import frontend
+  from avdit_jax.train import checkpoint, trainees, trainer
   base = checkpoint.saved_config(os.path.join(quickstart, "avdit"))
   c = _configure(base, weights, task)
   with c.unlocked():
     c.train.num_steps = FLAGS.num_steps or c.train.num_steps
-    c.eval.tasks = tuple(tasks)
-  trainer.train_and_evaluate(c, workdir)
+    c.evals = {}                     # scored below, against one untrained baseline for every model
+  trained = _trained(c, trainer.train_and_evaluate(c, workdir))
   pair = _tokenizers(quickstart)
   meta = latents.Metadata.read(c.data.dir)
-  dataset, tfds_dir = meta.tokenizer["dataset"], os.path.join(quickstart, "tfds")
-  ev = ml_collections.ConfigDict(dict(split="validation", num_clips=32, media_per_task=0, seed=0))
-  kwargs = dict(dataset=dataset, tfds_dir=tfds_dir, media_dir=None)
+  section = dict(split="validation", num_clips=32, media_per_task=0, seed=0)
+  kwargs = dict(dataset=meta.tokenizer["dataset"], tfds_dir=os.path.join(quickstart, "tfds"))
   key = (quickstart, tuple(tasks))   # the untrained AVDiT's scores depend on the run and the task list only
   if key not in _UNTRAINED:
-    _UNTRAINED[key] = clip_tasks.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("untrained",))
+    trainee = trainees.for_config(c)
+    untrained = frontend.Run.for_params(c, trainee.module, nn.unbox(trainee.init(c.seed + 1)),
+                                        normalizer=frontend.normalizer_for(c))
+    _UNTRAINED[key] = clip_tasks.evaluate(c, {"untrained": untrained}, pair, tasks, section, **kwargs,
+                                          systems=("untrained",))
   untrained = _UNTRAINED[key]
-  results = clip_tasks.evaluate(c, workdir, pair, meta, ev, **kwargs, systems=("model",))
+  results = clip_tasks.evaluate(c, {"model": trained}, pair, tasks, section, **kwargs, systems=("model",))
   return {t: results[t]["model"][PROBES[t]] / max(untrained[t]["untrained"][PROBES[t]], 1e-9) for t in tasks}, {}
 
 
-def moment_error(r: dict, who: str = "model") -> float:
-  return r[who] + r[who + "_std"]
+def moment_error(r: dict) -> float:
+  """gaussian_toy.task_errors' two errors of one task, summed."""
+  return r["mean"] + r["std"]
 
 
 def table(rows: dict, tasks) -> str:
@@ -204,7 +215,8 @@ def main(argv):
     text = ("# Table 1 on the jointly Gaussian toy: moment error per task (lower is better)\n\n"
             f"{table(rows, list(FLAGS.tasks))}\n\nEach cell: squared error of the sample mean + squared error of "
             "the per-element sample standard deviation, against the exact conditional, per element, averaged over "
-            f"{FLAGS.config.eval.num_conditions} conditioning draws of {FLAGS.config.eval.samples_per_condition} "
+            f"{FLAGS.config.evals.gaussian_toy.num_conditions} conditioning draws of "
+            f"{FLAGS.config.evals.gaussian_toy.samples_per_condition} "
             f"samples. {FLAGS.config.train.num_steps} training steps per model on "
             f"{f'{FLAGS.toy_clips} fixed clips' if FLAGS.toy_clips else 'fresh draws'}. {took}.\n")
   os.makedirs(FLAGS.workdir, exist_ok=True)

@@ -1,7 +1,7 @@
 """Gaussian diffusion with a timestep per token: schedules, forward process, targets, loss, reverse steps.
 
 Everything is elementwise in the noise level, so each latent element may carry its own t: callers
-broadcast `alpha_bar` to the latent's shape (see `monl.expand_to_frames`). t = 0 means clean
+broadcast `alpha_bar` to the latent's shape (see `monl.to_frames`). t = 0 means clean
 (alpha_bar = 1); the reverse steps leave clean elements unchanged.
 """
 

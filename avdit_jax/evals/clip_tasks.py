@@ -17,21 +17,19 @@ the best any sample can do through this tokenizer pair.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
 from avdit_jax import factory
-from avdit_jax.core import monl, sampling
-from avdit_jax.data import clips, datasets, latents
+from avdit_jax.core import monl
+from avdit_jax.data import clips, datasets
 from avdit_jax.evals import features, metrics, probes
-from avdit_jax.inference import codec, run
+from avdit_jax.inference import codec
+from avdit_jax.inference import frontend
 from avdit_jax.train import trainees
 
 SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align",
@@ -109,59 +107,49 @@ def load_clips(dataset: str, split: str, tfds_dir: str, count: int) -> tuple[lis
   return [source[i] for i in range(min(count, len(source)))], spec
 
 
-def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec, meta: latents.Metadata,
-             eval_config, *, dataset: str, tfds_dir: str, media_dir: str | None,
-             systems: tuple = SYSTEMS) -> dict:
+def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: str, tfds_dir: str,
+             media_dir: str | None = None, systems: tuple = SYSTEMS) -> dict:
   """{task: {system: {score: mean over clips}}} plus '_clips' and '_step', for the `systems` asked (a subset of
-  SYSTEMS: each system's scores do not depend on which others run, so a caller can reuse the baselines)."""
+  SYSTEMS: each system's scores do not depend on which others run, so a caller can reuse the baselines).
+
+  config: the AVDiT run's. runs: the sampled systems asked ('model', 'untrained') as frontend.Runs.
+  section: split, num_clips, seed, media_per_task, fvd, fad_weights (config.evals.clip_tasks).
+  media_dir: where the model's samples go as media."""
   unknown = set(systems) - set(SYSTEMS)
   if unknown or not systems:
     raise ValueError(f"evaluate: systems {sorted(unknown) or '()'}; expected a non-empty subset of {SYSTEMS}.")
+  missing = [name for name in ("model", "untrained") if name in systems and name not in runs]
+  if missing:
+    raise ValueError(f"evaluate: systems {missing} are asked but no run samples them.")
   if media_dir and "model" not in systems:
     raise ValueError("evaluate: media_dir writes the model's samples; add 'model' to systems.")
-  rows, spec = load_clips(dataset, eval_config.split, tfds_dir, eval_config.num_clips)
+  rows, spec = load_clips(dataset, section["split"], tfds_dir, section["num_clips"])
   if spec != pair.spec:
-    raise ValueError(f"{dataset}/{eval_config.split}: clips {spec} are not the tokenizers' grid {pair.spec}.")
-  params, model, step = run.load_params(config, run_dir, use_ema=config.eval.use_ema)
-  untrained = nn.unbox(trainees.for_config(config).init(config.seed + 1)) if "untrained" in systems else None
-  sampler = factory.sampler(config)
-  windows = segment_windows(spec, sampler.segments)
+    raise ValueError(f"{dataset}/{section['split']}: clips {spec} are not the tokenizers' grid {pair.spec}.")
+  windows = segment_windows(spec, factory.frame_segments(config))
   radius_px = _radius_px(dataset, tfds_dir, spec)
-  norm = latents.Normalizer(meta)
   frames = np.stack([r["video"] for r in rows])
   audio = np.stack([r["audio"] for r in rows])
-  real_a, real_v = pair.encode(frames, audio)
+  real_a, real_v = pair.encode(audio, frames)
   # The round trip through the tokenizers: a system of its own, and the media the shuffled pairing pairs.
-  real = pair.decode(real_a, real_v) if {"tokenizer", "shuffled"} & set(systems) else None
-  cond_a, cond_v = (jnp.asarray(x) for x in norm.to_model(real_a, real_v))
-  samplers = {}                                             # (system, unconditional task) -> sampler
-
-  def sampler_for(name, mask):
-    key = (name, not mask.any())
-    if key not in samplers:
-      p = params if name == "model" else untrained
-      samplers[key] = sampling.make_sampler(lambda a, v, t: model.apply({"params": p}, a, v, t),
-                                            unconditional(sampler) if key[1] else sampler)
-    return samplers[key]
+  real = _as_media(pair.decode(real_a, real_v)) if {"tokenizer", "shuffled"} & set(systems) else None
   shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
-  results = {"_clips": len(rows), "_step": step}
+  results = {"_clips": len(rows), "_step": runs["model"].step if "model" in runs else 0}
   # Set-level Frechet distances to the real clips (features.py). The shuffled pairing is the real set itself,
   # so it has none.
   extractors = {}
-  if eval_config.get("fvd", False):
+  if section.get("fvd", False):
     extractors["fvd"] = (features.I3DFeatures(), 0)
-  if eval_config.get("fad_weights", ""):
-    extractors["fad"] = (features.VGGishFeatures(eval_config.fad_weights, spec.sample_rate), 1)
+  if section.get("fad_weights", ""):
+    extractors["fad"] = (features.VGGishFeatures(section["fad_weights"], spec.sample_rate), 1)
   real_features = {score: fn((frames, audio)[part]) for score, (fn, part) in extractors.items()}
-  for i, task in enumerate(config.eval.tasks):
+  for i, task in enumerate(tasks):
     mask = factory.task(task, config.num_segments)
-    cond = sampling.make_condition(unconditional(sampler) if not mask.any() else sampler, mask, cond_a, cond_v)
     media_of = {} if real is None else {"tokenizer": real, "shuffled": tuple(shift(x) for x in real)}
     for name in ("model", "untrained"):
-      if name not in systems:
-        continue
-      gen_a, gen_v = sampler_for(name, mask)(cond, jax.random.PRNGKey(eval_config.seed + i))
-      media_of[name] = pair.decode(*norm.from_model(gen_a, gen_v))
+      if name in systems:
+        gen_a, gen_v = runs[name].sample(mask, real_a, real_v, jax.random.PRNGKey(section["seed"] + i))
+        media_of[name] = _as_media(pair.decode(gen_a, gen_v))
     results[task] = {}
     for name in systems:
       f, a = media_of[name]
@@ -171,15 +159,16 @@ def evaluate(config: ml_collections.ConfigDict, run_dir: str, pair: codec.Codec,
         results[task][name][score] = (float("nan") if name == "shuffled" else
                                       metrics.frechet_distance(real_features[score], fn(media_of[name][part])))
     logging.info("task %s: %s", task, results[task].get("model", results[task]))
-    if media_dir:
+    if media_dir and jax.process_index() == 0:
       _write_task_media(os.path.join(media_dir, task.replace(":", "_")), media_of["model"], (frames, audio),
-                        mask, spec, eval_config.media_per_task)
+                        mask, spec, section["media_per_task"])
   return results
 
 
-def unconditional(sampler: sampling.SamplerConfig) -> sampling.SamplerConfig:
-  """Joint generation has no given portion to drop, so no guidance."""
-  return dataclasses.replace(sampler, guidance=0.0)
+def _as_media(decoded):
+  """The codec's (waveforms, frames) as the probes' (frames, waveforms)."""
+  waveforms, frames = decoded
+  return frames, waveforms
 
 
 def _radius_px(dataset: str, tfds_dir: str, spec: clips.ClipSpec) -> float:
@@ -190,9 +179,9 @@ def _radius_px(dataset: str, tfds_dir: str, spec: clips.ClipSpec) -> float:
 def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: clips.ClipSpec, count: int) -> None:
   os.makedirs(directory, exist_ok=True)
   for k in range(min(count, len(generated[0]))):
-    codec.write_media(os.path.join(directory, f"{k}_sample"), generated[0][k], generated[1][k], spec)
+    clips.write_clip(os.path.join(directory, f"{k}_sample"), generated[0][k], generated[1][k], spec)
     if mask.any():
-      codec.write_media(os.path.join(directory, f"{k}_input"), given[0][k], given[1][k], spec)
+      clips.write_clip(os.path.join(directory, f"{k}_input"), given[0][k], given[1][k], spec)
 
 
 def markdown(results: dict, *, elapsed_s: float | None = None) -> str:
@@ -213,3 +202,45 @@ def markdown(results: dict, *, elapsed_s: float | None = None) -> str:
   if elapsed_s is not None:
     lines.append(f"The whole job took {elapsed_s / 60:.1f} minutes.")
   return "\n".join(lines) + "\n"
+
+
+class ClipTasks:
+  """config.evals.clip_tasks: every task on held-out synthetic clips, decoded and scored by the probes, next
+  to the baselines (scored once, at the first evaluation). It needs the run's tokenizer pair, which the main
+  job (avdit_jax/pipeline.py) passes as context: pair, dataset, tfds_dir, report_path, media_dir."""
+
+  def __init__(self, config, workdir: str, name: str, *, tasks, pair: codec.Codec | None = None, dataset: str = "",
+               tfds_dir: str = "", report_path: str = "", media_dir: str = "", every_steps: int = 0,
+               split: str = "validation", num_clips: int = 32, media_per_task: int = 2, seed: int = 0,
+               fvd: bool = False, fad_weights: str = ""):
+    if pair is None:
+      raise ValueError(f"config.evals.{name}: the clip-task evaluation decodes with the tokenizers, so it runs in "
+                       "the main job (configs/quickstart.py), which passes them; remove the section elsewhere.")
+    for spec in tasks:
+      factory.task(spec, config.num_segments)                      # a bad task fails before training
+    self.config, self.name, self.every_steps = config, name, every_steps
+    self.tasks, self.pair, self.where = tuple(tasks), pair, dict(dataset=dataset, tfds_dir=tfds_dir)
+    self.report_path, self.media_dir = report_path, media_dir or None
+    self.section = dict(split=split, num_clips=num_clips, media_per_task=media_per_task, seed=seed, fvd=fvd,
+                        fad_weights=fad_weights)
+    self.trainee = trainees.for_config(config)
+    self.normalizer = frontend.normalizer_for(config)
+    self.baselines = self.last = None
+
+  def _run(self, params, step):
+    return frontend.Run.for_params(self.config, self.trainee.module, params, normalizer=self.normalizer, step=step)
+
+  def __call__(self, state, step: int) -> dict:
+    if self.baselines is None:
+      untrained = self._run(nn.unbox(self.trainee.init(self.config.seed + 1)), 0)
+      self.baselines = evaluate(self.config, {"untrained": untrained}, self.pair, self.tasks, self.section,
+                                **self.where, systems=("untrained", "shuffled", "tokenizer"))
+    params = state.ema_params if frontend.use_ema(self.config) else state.params
+    model = evaluate(self.config, {"model": self._run(params, step)}, self.pair, self.tasks, self.section,
+                     **self.where, media_dir=self.media_dir, systems=("model",))
+    self.last = {**model, **{t: {**self.baselines[t], **model[t]} for t in self.tasks}}
+    if self.report_path and jax.process_index() == 0:
+      with open(self.report_path, "w") as f:
+        f.write(markdown(self.last))
+    return {f"{task}/{score}": v for task in self.tasks for score, v in model[task]["model"].items()}
+

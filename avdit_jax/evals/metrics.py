@@ -7,8 +7,8 @@
   av_align(frames, audio)  AV-Align (Yariv et al. 2024): audio onsets vs peaks of optical-flow magnitude,
                            an onset matching a peak within one frame; intersection over union in [0, 1]
 
-The feature extractors (I3D for video, a VGGish-style net for audio) plug in as functions
-features[n, d] = extract(clips); none ships here yet (see WORKSPACE.md).
+The feature extractors plug in as functions features[n, d] = extract(clips): evals/features.py has I3D for
+video and a VGGish-style net for audio.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
 Encoder: a conv, then per stride s a block of residual units (dilations 1, 3, 9) and a strided conv
 that doubles the channels; decoder: transposed convs mirroring it. Default strides (2, 4, 5, 8) take
 16 kHz to 50 latent frames per second; (2, 4, 4, 5) take 8 kHz to 50. The regulariser matches the video
-tokenizer's ('kl' or 'none'); the loss is L1 on the waveform plus a multi-resolution STFT loss.
+tokenizer's ('kl' or 'none'). The loss is a multi-resolution STFT loss (log floor LOG_FLOOR) plus an optional
+waveform L1 (l1_weight; off in the configs: it pulls tones of unpredictable phase towards silence) and the KL.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ it with causal convolutions and depth-to-time upsampling (2C channels -> 2 frame
 frame dropped: 1 + k -> 1 + 2k frames).
 
 The latent is the mean of a diagonal Gaussian (regularizer 'kl', a small KL to N(0, 1) keeps its scale
-in check) or the bare conv output ('none'); a quantizer would slot in at `_regularize`.
+in check) or the bare conv output ('none'), both in posterior.py, where a quantizer would slot in.
 """
 
 from __future__ import annotations
@@ -177,7 +177,9 @@ class VideoTokenizer(nn.Module):
 
   @property
   def spatial_ratio(self) -> int:
-    assert self.patch_size[1] == self.patch_size[2], "square patches"
+    if self.patch_size[1] != self.patch_size[2]:
+      raise ValueError(f"video tokenizer: model.patch_size {tuple(self.patch_size)} must be square in space "
+                       "(its height and width entries equal).")
     return self.patch_size[1] * 2 ** sum(bool(d) for d in self._spatial_down)
 
   @property
