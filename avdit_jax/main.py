@@ -7,6 +7,11 @@ r"""Entry point: train and evaluate from a config file.
 
 import os
 
+# First, before jax starts XLA's threads: glibc's malloc keeps freed memory (avdit_jax/perf/malloc.py).
+from avdit_jax.perf import malloc
+
+MALLOC = malloc.keep_freed_memory() if __name__ == "__main__" else "malloc not set up (main imported, not run)"
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -38,10 +43,7 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count())
-  if jax.default_backend() == "cpu" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
-    logging.info("On the CPU, tcmalloc makes a train step 1.25x to 1.4x faster (python tools/benchmark.py "
-                 "--only=malloc): apt install libtcmalloc-minimal4, then run with "
-                 "LD_PRELOAD=/usr/lib/$(uname -m)-linux-gnu/libtcmalloc_minimal.so.4")
+  logging.info("%s (python tools/benchmark.py --only=malloc)", MALLOC)
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
   if "pipeline" in config:             # the whole job: data, tokenizers, latents, AVDiT, evaluation

@@ -28,6 +28,9 @@ import os
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from avdit_jax.perf import malloc  # noqa: E402
+
+malloc.keep_freed_memory()             # as python -m avdit_jax.main does, before jax starts XLA's threads
 
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
