@@ -7,10 +7,10 @@ r"""Entry point: train and evaluate from a config file.
 
 import os
 
-# First, before jax starts XLA's threads: glibc's malloc keeps freed memory (avdit_jax/perf/malloc.py).
+# First, before anything allocates much: restart once with mimalloc preloaded (avdit_jax/perf/malloc.py).
 from avdit_jax.perf import malloc
 
-MALLOC = malloc.keep_freed_memory() if __name__ == "__main__" else "malloc not set up (main imported, not run)"
+MALLOC = malloc.restart_with_mimalloc() if __name__ == "__main__" else "malloc as it was (main imported, not run)"
 
 import jax
 from absl import app, flags, logging

@@ -12,9 +12,10 @@ Prints:
   * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
   * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
     step's memory analysis (in a subprocess that sees 8 host devices);
-  * malloc: the train step's time and minor page faults with glibc's defaults (AVDIT_MALLOC=system), with
-    the README's plain command's malloc (avdit_jax/perf/malloc.py: glibc set to keep freed memory, as
-    `python -m avdit_jax.main` does first thing) and with tcmalloc preloaded, each over the tcmalloc step
+  * malloc: the train step's time, minor page faults and peak resident memory with glibc's defaults
+    (AVDIT_MALLOC=system), with the README's plain command's malloc (avdit_jax/perf/malloc.py: mimalloc
+    preloaded by a restart, as `python -m avdit_jax.main` does first thing) and with tcmalloc preloaded, over
+    the tcmalloc step
     (subprocesses, interleaved, --malloc_rounds times, best of each). XLA on the CPU maps and unmaps its
     temporary buffers every step with glibc's defaults. tcmalloc needs Debian's libtcmalloc-minimal4;
     --shapes=quickstart times the quickstart's AVDiT stage instead of DiT-S.
@@ -46,7 +47,7 @@ from absl import app, flags
 
 from avdit_jax.perf import malloc
 
-MALLOC = malloc.keep_freed_memory()    # as python -m avdit_jax.main does, before jax starts XLA's threads
+MALLOC = malloc.restart_with_mimalloc()  # as python -m avdit_jax.main does, first thing
 
 import jax
 import jax.numpy as jnp
@@ -196,21 +197,22 @@ def _torch_step(env: dict) -> list:
 
 def malloc_rows() -> list:
   """The train step with glibc's defaults, with the README's plain command's malloc, and with tcmalloc."""
-  plain = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", malloc.OPT_OUT)}
+  plain = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", malloc.OPT_OUT) and not k.startswith("MIMALLOC_")}
   envs = {"glibc defaults": dict(plain, **{malloc.OPT_OUT: "system"}), "README's command": plain}
   if os.path.exists(TCMALLOC):
     envs["tcmalloc"] = dict(plain, LD_PRELOAD=TCMALLOC)
   best = {}
   for _ in range(FLAGS.malloc_rounds):     # interleaved: a shared machine's load moves between runs
     for name, env in envs.items():
-      t, peak, flops, faults = _subprocess("train_inner", "TRAIN", env)
+      t, peak, flops, faults, rss = _subprocess("train_inner", "TRAIN", env)
       if name not in best or t < best[name][0]:
-        best[name] = (t, peak, flops, faults)
+        best[name] = (t, peak, flops, faults, rss)
   rows = []
-  for name, (t, peak, flops, faults) in best.items():
-    versus = f", {t / best['tcmalloc'][0]:.2f}x the tcmalloc step" if "tcmalloc" in best else ""
-    rows.append((f"train step, {name}", f"{t * 1e3:.0f} ms, {faults:.0f} minor faults",
-                 f"{flops / t / peak:.2f} of its run's matmul peak{versus}"))
+  for name, (t, peak, flops, faults, rss) in best.items():
+    versus = f"{t / best['tcmalloc'][0]:.2f}x the tcmalloc step, " if "tcmalloc" in best else ""
+    rows.append((f"train step, {name}", f"{t * 1e3:.0f} ms, {faults:.0f} minor faults/step",
+                 f"{versus}{flops / t / peak:.2f} of its run's peak, max RSS {rss / 2**30:.1f} GiB"))
   if "tcmalloc" not in best:
     rows.append(("train step, tcmalloc", "tcmalloc not found", "(apt install libtcmalloc-minimal4)"))
   return rows
@@ -225,7 +227,8 @@ def main(_):
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     jax.block_until_ready(step())
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    print(f"TRAIN {seconds} {peak} {setup.step_flops} {faults}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"TRAIN {seconds} {peak} {setup.step_flops} {faults} {rss}")
     print(f"MALLOC {MALLOC}")
     return
   if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
@@ -238,7 +241,7 @@ def main(_):
   config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
   step, setup, holder = real_train_step(config)
   net = setup.model
-  layout = avdit.layout_for(net, AUDIO_SHAPE, VIDEO_SHAPE)
+  layout = avdit.layout_for(net, config.data.audio_shape, config.data.video_shape)
   tokens = layout.num_audio_tokens + layout.num_video_tokens
   print(f"devices: {jax.devices()}  variant {FLAGS.variant}, {tokens} tokens, batch {FLAGS.batch}")
   rows = []
@@ -264,8 +267,8 @@ def main(_):
   if "sampling" in FLAGS.only:
     params = trainer.to_host(holder[0].params)
     rng = np.random.default_rng(1)
-    audio = jnp.asarray(rng.normal(size=(FLAGS.batch, *AUDIO_SHAPE)), jnp.float32)
-    video = jnp.asarray(rng.normal(size=(FLAGS.batch, *VIDEO_SHAPE)), jnp.float32)
+    audio = jnp.asarray(rng.normal(size=(FLAGS.batch, *config.data.audio_shape)), jnp.float32)
+    video = jnp.asarray(rng.normal(size=(FLAGS.batch, *config.data.video_shape)), jnp.float32)
     t_grid = jnp.full((FLAGS.batch, 2, FLAGS.segments), 500, jnp.int32)
     forward = jax.jit(lambda p, a, v, t: net.apply({"params": p}, a, v, t))
     t_fwd = speed.best_time(forward, params, audio, video, t_grid, repeats=FLAGS.repeats)
@@ -331,7 +334,7 @@ def main(_):
     plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     for name, env in [("glibc", plain)] + ([("tcmalloc", dict(plain, LD_PRELOAD=TCMALLOC))]
                                             if os.path.exists(TCMALLOC) else []):
-      t_jax, peak_jax, flops, _ = _subprocess("train_inner", "TRAIN", env)
+      t_jax, peak_jax, flops, _, _ = _subprocess("train_inner", "TRAIN", env)
       t_torch, peak_torch, torch_params, threads, form = _torch_step(env)
       ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(holder[0].params))
       if int(torch_params) != ours:

@@ -30,7 +30,7 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from avdit_jax.perf import malloc  # noqa: E402
 
-malloc.keep_freed_memory()             # as python -m avdit_jax.main does, before jax starts XLA's threads
+malloc.restart_with_mimalloc()         # as python -m avdit_jax.main does, first thing
 
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402

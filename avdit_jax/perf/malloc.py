@@ -1,72 +1,82 @@
-"""glibc's malloc told to keep freed memory, so XLA:CPU's per-step buffers stop page-faulting.
+"""A malloc that keeps XLA:CPU's per-step buffers mapped: mimalloc (a dependency), preloaded by a re-exec at start-up.
 
-XLA on the CPU allocates each step's temporary buffers (posix_memalign of 161 MiB at the quickstart's AVDiT stage,
-over 1 GiB at tools/benchmark.py's DiT-S step) from its thread pool's threads and frees them when the step ends.
-glibc serves such a thread from a per-thread arena whose heaps hold at most 64 MiB, so a larger buffer is mmapped
-and unmapped on free whatever the thresholds say, and each step faults its pages back in (about 540k minor page
-faults per DiT-S step). Set before XLA starts its threads, three of glibc's own parameters (mallopt(3)) keep them:
-every thread allocates from the main arena (M_ARENA_MAX 1), which grows its heap instead of mapping big blocks
-(M_MMAP_MAX 0) and never gives the heap's top back (M_TRIM_THRESHOLD -1). The price is memory: what a process freed
-stays mapped for its next allocations instead of going back to the system. `python tools/benchmark.py
---only=malloc` measures this against glibc's defaults and tcmalloc.
+XLA on the CPU allocates each step's temporary buffers (161 MiB at the quickstart's AVDiT stage, over 2 GiB at
+tools/benchmark.py's DiT-S step) with posix_memalign from its thread pool's threads and frees them when the step
+ends. glibc serves such a thread from a per-thread arena whose heaps hold at most 64 MiB, so a larger buffer is
+mmapped and unmapped on free whatever its thresholds, and each step faults its pages back in (tools/benchmark.py
+--only=malloc counts them). Of what glibc offers, one arena without mmap or trimming (mallopt) stops the faults but
+fragments its heap (several times the resident memory at DiT-S), and glibc.malloc.hugetlb=1 trades them for
+huge-page zeroing and compaction; mimalloc, from PyPI (cmeel-mimalloc), keeping freed memory
+(MIMALLOC_PURGE_DELAY=-1), stops them at about glibc's resident memory (WORKSPACE.md, "Speed"). A malloc must be
+in place before the process allocates, so `restart_with_mimalloc` re-executes the process (os.execve: the same
+pid, arguments and signal handling) once, with it in LD_PRELOAD; the restarted process sees LD_PRELOAD set and
+carries on.
 
-Left alone (glibc's defaults or the user's own): another malloc in use (LD_PRELOAD of tcmalloc, as `.ci/run` does),
-a C library that is not glibc, any glibc malloc setting of the user's (GLIBC_TUNABLES with glibc.malloc.*, or the
-MALLOC_*_ variables), and AVDIT_MALLOC=system, the opt-out.
+Left alone: AVDIT_MALLOC=system (the opt-out), a malloc the user preloads (LD_PRELOAD of tcmalloc, as .ci/run
+does) or MIMALLOC_* settings of the user's, a platform without the wheel's library, and processes whose start-up
+cannot be repeated (no sys.orig_argv).
 """
 
 from __future__ import annotations
 
-import ctypes
+import importlib.metadata
 import os
+import sys
 
-OPT_OUT = "AVDIT_MALLOC"               # =system: leave malloc as the process started with it
-# glibc's malloc.h: mallopt parameters, and the values used (-1 as the trim threshold means never trim).
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
-USER_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_ARENA_TEST", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
-                  "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+OPT_OUT = "AVDIT_MALLOC"               # =system: keep the malloc the process started with
+KEEP_FREED = {"MIMALLOC_PURGE_DELAY": "-1"}     # never return freed pages to the system (XLA reuses them next step)
 
 
-def _glibc_malloc():
-  """The C library as a ctypes handle if the process's malloc is glibc's own, else None."""
+def mimalloc_library() -> str | None:
+  """Path of the cmeel-mimalloc wheel's shared library, or None where it is not installed."""
   try:
-    libc = ctypes.CDLL("libc.so.6")
-    process = ctypes.CDLL(None)        # symbols as the process resolves them: a preloaded malloc comes first
-  except OSError:
+    files = importlib.metadata.distribution("cmeel-mimalloc").files or []
+  except importlib.metadata.PackageNotFoundError:
     return None
-  if not hasattr(libc, "gnu_get_libc_version"):
-    return None
-  address = lambda f: ctypes.cast(f, ctypes.c_void_p).value
-  return libc if address(process.malloc) == address(libc.malloc) else None
+  paths = [f for f in files if f.name == "libmimalloc.so.3" or f.name == "libmimalloc.so"]
+  paths = [str(f.locate()) for f in sorted(paths, key=lambda f: f.name != "libmimalloc.so.3")]
+  return next((p for p in paths if os.path.exists(p)), None)
 
 
 def reason_to_leave_alone(environ) -> str | None:
-  """Why the process's malloc settings are not to be touched, or None."""
-  if environ.get(OPT_OUT, "") == "system":
+  """Why the process's malloc is not to be replaced, or None."""
+  choice = environ.get(OPT_OUT, "")
+  if choice not in ("", "mimalloc", "system"):
+    raise ValueError(f"{OPT_OUT}={choice!r}: expected 'mimalloc' (the default) or 'system'.")
+  if choice == "system":
     return f"{OPT_OUT}=system"
-  if environ.get(OPT_OUT, "") not in ("", "keep"):
-    raise ValueError(f"{OPT_OUT}={environ[OPT_OUT]!r}: expected 'keep' (the default) or 'system'.")
-  if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
-    return "GLIBC_TUNABLES sets glibc.malloc"
-  user = [name for name in USER_VARIABLES if name in environ]
+  if "mimalloc" in environ.get("LD_PRELOAD", ""):
+    return "mimalloc preloaded"
+  if environ.get("LD_PRELOAD"):
+    return f"LD_PRELOAD={environ['LD_PRELOAD']} is the user's"
+  user = sorted(name for name in environ if name.startswith("MIMALLOC_"))
   if user:
-    return f"{user[0]} is set"
+    return f"{user[0]} is the user's"
   return None
 
 
-def keep_freed_memory(environ=None) -> str:
-  """Sets glibc's malloc to keep freed memory (see the module docstring); call before jax starts XLA.
+def restarted_environment(environ, library: str) -> dict:
+  """The environment to re-execute with: environ plus mimalloc preloaded, keeping freed memory."""
+  return dict(environ, LD_PRELOAD=library, **KEEP_FREED)
 
-  Returns what it did, in a few words, for the log.
+
+def restart_with_mimalloc(environ=None) -> str:
+  """Re-executes this process with mimalloc preloaded (does not return then); call first thing, before jax.
+
+  Returns, when it does return, what malloc the process has, in a few words, for the log.
   """
-  reason = reason_to_leave_alone(os.environ if environ is None else environ)
+  environ = os.environ if environ is None else environ
+  reason = reason_to_leave_alone(environ)
+  if reason == "mimalloc preloaded":
+    return "mimalloc preloaded, freed memory kept"
   if reason:
     return f"malloc left as it was ({reason})"
-  libc = _glibc_malloc()
-  if libc is None:
-    return "malloc left as it was (not glibc's)"
-  rejected = [param for param, value in SETTINGS if libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) != 1]
-  if rejected:
-    return f"glibc rejected mallopt({rejected[0]}): malloc partly as it was"
-  return "glibc malloc keeps freed memory (one arena, no mmap, no trim)"
+  library = mimalloc_library()
+  if library is None or not sys.platform.startswith("linux"):
+    return "malloc left as it was (no cmeel-mimalloc library for this platform)"
+  if not getattr(sys, "orig_argv", None):
+    return "malloc left as it was (the command line cannot be repeated)"
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, sys.orig_argv, restarted_environment(environ, library))
+  raise AssertionError("os.execve returned")
