@@ -5,7 +5,10 @@ r"""Entry point: train and evaluate from a config file.
       [--config.train.num_steps=100 ...]                                                  # one training run
 """
 
-import os
+# First, before anything allocates much: restart once with mimalloc preloaded (avdit_jax/perf/malloc.py).
+from avdit_jax.perf import malloc
+
+MALLOC = malloc.restart_with_mimalloc() if __name__ == "__main__" else "malloc as it was (main imported, not run)"
 
 import jax
 from absl import app, flags, logging
@@ -30,7 +33,6 @@ flags.DEFINE_integer("process_id", None, "This process's index, for --multiproce
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -38,10 +40,7 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                  jax.local_device_count(), jax.device_count())
-  if jax.default_backend() == "cpu" and "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
-    logging.info("On the CPU, tcmalloc makes a train step 1.25x to 1.4x faster (python tools/benchmark.py "
-                 "--only=malloc): apt install libtcmalloc-minimal4, then run with "
-                 "LD_PRELOAD=/usr/lib/$(uname -m)-linux-gnu/libtcmalloc_minimal.so.4")
+  logging.info("%s (python tools/benchmark.py --only=malloc)", MALLOC)
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
   if "pipeline" in config:             # the whole job: data, tokenizers, latents, AVDiT, evaluation
@@ -54,7 +53,6 @@ def main(argv):
     frontend.write_task_samples(frontend.Run.load(workdir, config=config), workdir, config.sampling.tasks)
     return
   trainer.train_and_evaluate(config, workdir, evaluators.for_config(config, workdir))
-
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)

@@ -12,9 +12,13 @@ Prints:
   * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
   * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
     step's memory analysis (in a subprocess that sees 8 host devices);
-  * malloc: the train step with glibc's malloc over the same step with tcmalloc preloaded (two
-    subprocesses; XLA on the CPU maps and unmaps its temporary buffers every step, which glibc turns
-    into page faults). Needs Debian's libtcmalloc-minimal4.
+  * malloc: the train step's time, minor page faults and peak resident memory with glibc's defaults
+    (AVDIT_MALLOC=system), with the README's plain command's malloc (avdit_jax/perf/malloc.py: mimalloc
+    preloaded by a restart, as `python -m avdit_jax.main` does first thing) and with tcmalloc preloaded, over
+    the tcmalloc step
+    (subprocesses, interleaved, --malloc_rounds times, best of each). XLA on the CPU maps and unmaps its
+    temporary buffers every step with glibc's defaults. tcmalloc needs Debian's libtcmalloc-minimal4;
+    --shapes=quickstart times the quickstart's AVDiT stage instead of DiT-S.
   * profile: where the train step's time goes, from a jax.profiler trace of a few steps: each op of the
     compiled step is timed and sorted into matmuls (their GFLOP/s, and the time they would take at the
     matmul peak), fusions around a batched matmul (attention with its softmax), copies, and the other
@@ -34,12 +38,17 @@ import importlib.util
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+from avdit_jax.perf import malloc
+
+MALLOC = malloc.restart_with_mimalloc()  # as python -m avdit_jax.main does, first thing
 
 import flax.linen as nn
 import jax
@@ -59,6 +68,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 flags.DEFINE_string("variant", "S", "Model variant.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("segments", 4, "N time segments.")
+flags.DEFINE_enum("shapes", "dit", ["dit", "quickstart"],
+                  "dit: the latent shapes below; quickstart: the quickstart's AVDiT stage (its latents' shapes and "
+                  "patches; give --variant=mini --batch=32 --segments=3 for the whole stage).")
+flags.DEFINE_integer("malloc_rounds", 2, "Interleaved rounds of the malloc subprocesses (best of each is kept).")
 flags.DEFINE_string("attention", None,
                     "model.attention (avdit_jax.models.avdit.ATTENTION_IMPLS); default: the config's.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
@@ -72,6 +85,9 @@ FLAGS = flags.FLAGS
 
 AUDIO_SHAPE = (64, 8)          # 64 audio tokens at audio_patch 1
 VIDEO_SHAPE = (4, 16, 16, 4)   # 4 x 8 x 8 = 256 video tokens at video_patch (1, 2, 2)
+# --shapes -> (audio shape, video shape, audio patch); quickstart: the tokenized 9-frame clips of synthetic_av/small
+# (configs/quickstart.py), 15 audio + 48 video tokens.
+SHAPES = {"dit": (AUDIO_SHAPE, VIDEO_SHAPE, 1), "quickstart": ((75, 8), (3, 8, 8, 16), 5)}
 
 
 def matmul_peak(repeats):
@@ -86,8 +102,8 @@ def real_train_step(config):
   setup = trainer.build(config)
   rng = np.random.default_rng(0)
   b = config.data.batch_size
-  batch = sharding.global_batch({"audio": rng.normal(size=(b, *AUDIO_SHAPE)).astype(np.float32),
-                                 "video": rng.normal(size=(b, *VIDEO_SHAPE)).astype(np.float32)},
+  batch = sharding.global_batch({"audio": rng.normal(size=(b, *config.data.audio_shape)).astype(np.float32),
+                                 "video": rng.normal(size=(b, *config.data.video_shape)).astype(np.float32)},
                                 setup.batch_sharding)
   holder = [setup.init_fn()]
 
@@ -131,9 +147,10 @@ def loss_gradient(config, model):
 def bench_config(variant, batch, segments, mesh_shape=(-1, 1, 1)):
   """configs/gaussian.py at the benchmark's shapes."""
   config = factory.load_config(os.path.join(ROOT, "configs", "gaussian.py"))
+  audio_shape, video_shape, audio_patch = SHAPES[FLAGS.shapes]
   config.num_segments = segments
-  config.model.variant, config.model.audio_patch, config.model.video_patch = variant, 1, (1, 2, 2)
-  config.data.audio_shape, config.data.video_shape, config.data.batch_size = AUDIO_SHAPE, VIDEO_SHAPE, batch
+  config.model.variant, config.model.audio_patch, config.model.video_patch = variant, audio_patch, (1, 2, 2)
+  config.data.audio_shape, config.data.video_shape, config.data.batch_size = audio_shape, video_shape, batch
   config.mesh.shape = mesh_shape
   config.model.attention = FLAGS.attention or config.model.attention
   config.model.dtype = FLAGS.dtype
@@ -192,7 +209,8 @@ def _subprocess(only: str, marker: str, env: dict) -> list:
   """Runs this tool with --only=only and returns the numbers on its output line that starts with marker."""
   out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--only={only}", f"--variant={FLAGS.variant}",
                         f"--batch={FLAGS.batch}", f"--segments={FLAGS.segments}", f"--repeats={FLAGS.repeats}",
-                        f"--dtype={FLAGS.dtype}", *([f"--attention={FLAGS.attention}"] if FLAGS.attention else [])],
+                        f"--dtype={FLAGS.dtype}", f"--shapes={FLAGS.shapes}",
+                        *([f"--attention={FLAGS.attention}"] if FLAGS.attention else [])],
                        env=env, capture_output=True, text=True, check=True).stdout
   return _parse(out, marker)
 
@@ -209,12 +227,41 @@ def _torch_step(env: dict) -> list:
   return _parse(out, "TORCH")
 
 
+def malloc_rows() -> list:
+  """The train step with glibc's defaults, with the README's plain command's malloc, and with tcmalloc."""
+  plain = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", malloc.OPT_OUT) and not k.startswith("MIMALLOC_")}
+  envs = {"glibc defaults": dict(plain, **{malloc.OPT_OUT: "system"}), "README's command": plain}
+  if os.path.exists(TCMALLOC):
+    envs["tcmalloc"] = dict(plain, LD_PRELOAD=TCMALLOC)
+  best = {}
+  for _ in range(FLAGS.malloc_rounds):     # interleaved: a shared machine's load moves between runs
+    for name, env in envs.items():
+      t, peak, flops, faults, rss = _subprocess("train_inner", "TRAIN", env)
+      if name not in best or t < best[name][0]:
+        best[name] = (t, peak, flops, faults, rss)
+  rows = []
+  for name, (t, peak, flops, faults, rss) in best.items():
+    versus = f"{t / best['tcmalloc'][0]:.2f}x the tcmalloc step, " if "tcmalloc" in best else ""
+    rows.append((f"train step, {name}", f"{t * 1e3:.0f} ms, {faults:.0f} minor faults/step",
+                 f"{versus}{flops / t / peak:.2f} of its run's peak, max RSS {rss / 2**30:.1f} GiB"))
+  if "tcmalloc" not in best:
+    rows.append(("train step, tcmalloc", "tcmalloc not found", "(apt install libtcmalloc-minimal4)"))
+  return rows
+
+
 def main(_):
   if FLAGS.only == ["train_inner"]:    # the malloc subprocesses
     config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
     step, setup, _ = real_train_step(config)
     peak = matmul_peak(FLAGS.repeats)
-    print(f"TRAIN {speed.best_time(step, repeats=FLAGS.repeats)} {peak} {setup.step_flops}")
+    seconds = speed.best_time(step, repeats=FLAGS.repeats)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(step())
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"TRAIN {seconds} {peak} {setup.step_flops} {faults} {rss}")
+    print(f"MALLOC {MALLOC}")
     return
   if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
     fsdp = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, -1, 1)))
@@ -226,7 +273,7 @@ def main(_):
   config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
   step, setup, holder = real_train_step(config)
   net = setup.model
-  layout = avdit.layout_for(net, AUDIO_SHAPE, VIDEO_SHAPE)
+  layout = avdit.layout_for(net, config.data.audio_shape, config.data.video_shape)
   tokens = layout.num_audio_tokens + layout.num_video_tokens
   print(f"devices: {jax.devices()}  variant {FLAGS.variant}, {tokens} tokens, batch {FLAGS.batch}")
   rows = []
@@ -252,8 +299,8 @@ def main(_):
   if "sampling" in FLAGS.only:
     params = sharding.to_host(holder[0].params)
     rng = np.random.default_rng(1)
-    audio = jnp.asarray(rng.normal(size=(FLAGS.batch, *AUDIO_SHAPE)), jnp.float32)
-    video = jnp.asarray(rng.normal(size=(FLAGS.batch, *VIDEO_SHAPE)), jnp.float32)
+    audio = jnp.asarray(rng.normal(size=(FLAGS.batch, *config.data.audio_shape)), jnp.float32)
+    video = jnp.asarray(rng.normal(size=(FLAGS.batch, *config.data.video_shape)), jnp.float32)
     t_grid = jnp.full((FLAGS.batch, 2, FLAGS.segments), 500, jnp.int32)
     forward = jax.jit(lambda p, a, v, t: net.apply({"params": p}, a, v, t))
     t_fwd = speed.best_time(forward, params, audio, video, t_grid, repeats=FLAGS.repeats)
@@ -291,15 +338,7 @@ def main(_):
                  f"{fsdp / one:.3f}x"))
 
   if "malloc" in FLAGS.only:
-    if not os.path.exists(TCMALLOC):
-      rows.append(("train step, glibc malloc / tcmalloc", "tcmalloc not found", "(apt install libtcmalloc-minimal4)"))
-    else:
-      plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-      t_glibc, peak_glibc, flops = _subprocess("train_inner", "TRAIN", plain)
-      t_tc, peak_tc, _ = _subprocess("train_inner", "TRAIN", dict(plain, LD_PRELOAD=TCMALLOC))
-      ratios = (f"{t_glibc / t_tc:.2f}x; with tcmalloc {flops / t_tc / peak_tc:.2f} of its run's matmul peak "
-                f"({flops / t_glibc / peak_glibc:.2f} without)")
-      rows.append(("train step, glibc malloc / tcmalloc", f"{t_glibc * 1e3:.0f} / {t_tc * 1e3:.0f} ms", ratios))
+    rows += malloc_rows()
 
   if "profile" in FLAGS.only:
     batch = trainer.abstract_batch(config, setup)
@@ -327,7 +366,7 @@ def main(_):
     plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     for name, env in [("glibc", plain)] + ([("tcmalloc", dict(plain, LD_PRELOAD=TCMALLOC))]
                                             if os.path.exists(TCMALLOC) else []):
-      t_jax, peak_jax, flops = _subprocess("train_inner", "TRAIN", env)
+      t_jax, peak_jax, flops, _, _ = _subprocess("train_inner", "TRAIN", env)
       t_torch, peak_torch, torch_params, threads, form = _torch_step(env)
       ours = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(holder[0].params))
       if int(torch_params) != ours:

@@ -28,6 +28,9 @@ import os
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from avdit_jax.perf import malloc  # noqa: E402
+
+malloc.restart_with_mimalloc()         # as python -m avdit_jax.main does, first thing
 
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
