@@ -87,7 +87,9 @@ def trained(quickstart_run):
   root, _, _ = quickstart_run
   for name in ("video_tokenizer", "audio_tokenizer"):
     rows = [json.loads(line) for line in open(os.path.join(root, name, "metrics.jsonl"))]
-    assert rows and all(np.isfinite(r["loss"]) for r in rows)
+    steps = [r for r in rows if "loss" in r]  # the rest are the evaluators' rows (eval/<name>/...)
+    assert steps and all(np.isfinite(r["loss"]) for r in steps)
+    assert all(k.startswith("eval/") for r in rows if "loss" not in r for k in r if k != "step")
   return root, {"tokenizer_video": str(root / "video_tokenizer"), "tokenizer_audio": str(root / "audio_tokenizer")}
 
 
