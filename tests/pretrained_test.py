@@ -162,3 +162,80 @@ def test_a_pt_whose_pickle_would_run_code_is_refused(tmp_path):
   assert not marker.exists()
   torch.load(path, weights_only=False)      # what the refusal spared us: unrestricted, the pickle runs its command
   assert marker.exists()
+
+
+# ============================================================================= the SD VAE
+
+from avdit_jax.models import sd_vae  # noqa: E402
+from avdit_jax.pretrained import sd_vae as vae_conv  # noqa: E402
+
+VAE_CHANNELS, VAE_SIZE = (8, 16), 16
+
+
+@pytest.fixture(scope="module")
+def diffusers_vae(tmp_path_factory):
+  model = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=VAE_CHANNELS,
+                                  layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                                  sample_size=VAE_SIZE).eval()
+  _randomize(model, 1)
+  where = tmp_path_factory.mktemp("vae")
+  model.save_pretrained(where)
+  return model, str(where / "diffusion_pytorch_model.safetensors")
+
+
+def _vae_model():
+  return sd_vae.AutoencoderKL(block_out_channels=VAE_CHANNELS, layers_per_block=1, groups=4, latent_channels=4)
+
+
+def _vae_errors(model_torch, flat) -> tuple[float, float]:
+  rng = np.random.default_rng(1)
+  x = rng.uniform(-1, 1, size=(2, 3, VAE_SIZE, VAE_SIZE)).astype(np.float32)
+  z = rng.normal(size=(2, 4, VAE_SIZE // 2, VAE_SIZE // 2)).astype(np.float32)
+  with torch.no_grad():
+    mean = model_torch.encode(torch.from_numpy(x)).latent_dist.mean.numpy()
+    decoded = model_torch.decode(torch.from_numpy(z)).sample.numpy()
+  params = {"params": traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})}
+  model = _vae_model()
+  ours_mean, _ = model.apply(params, jnp.asarray(x.transpose(0, 2, 3, 1)), method=model.encode)
+  ours_decoded = model.apply(params, jnp.asarray(z.transpose(0, 2, 3, 1)), method=model.decode)
+  return (rel_err(np.asarray(ours_mean).transpose(0, 3, 1, 2), mean),
+          rel_err(np.asarray(ours_decoded).transpose(0, 3, 1, 2), decoded))
+
+
+def test_sd_vae_matches_diffusers_encode_mean_and_decode(diffusers_vae):
+  model_torch, path = diffusers_vae
+  encode_err, decode_err = _vae_errors(model_torch, vae_conv.convert(path, _vae_model()))
+  assert encode_err <= TOL and decode_err <= TOL, (encode_err, decode_err)
+
+
+def test_sd_vae_wrong_mapping_fails_and_wrong_files_are_refused(diffusers_vae, monkeypatch, tmp_path):
+  model_torch, path = diffusers_vae
+  monkeypatch.setattr(vae_conv, "conv_kernel", lambda w: w.transpose(3, 2, 1, 0))   # kh and kw swapped
+  errors = _vae_errors(model_torch, vae_conv.convert(path, _vae_model()))
+  assert min(errors) > 100 * TOL, errors
+  monkeypatch.undo()
+  wide = _vae_model().clone(latent_channels=8)
+  with pytest.raises(ValueError, match=r"decoder/conv_in/kernel has shape \(3, 3, 4, 16\), the model's has "
+                                       r"\(3, 3, 8, 16\)"):
+    vae_conv.convert(path, wide)
+  state = files.read_state_dict(path)
+  save_file({**{k: torch.from_numpy(v) for k, v in state.items()}, "encoder.extra.weight": torch.zeros(2)},
+            str(tmp_path / "stray.safetensors"))
+  with pytest.raises(ValueError, match=r"encoder.extra.weight \(shape \(2,\)\) is not a weight of an AutoencoderKL"):
+    vae_conv.convert(str(tmp_path / "stray.safetensors"), _vae_model())
+
+
+def test_frame_vae_is_the_image_vae_on_every_frame_with_the_scale_factor(diffusers_vae):
+  _, path = diffusers_vae
+  frame_vae = sd_vae.FrameVAE(_vae_model(), scale_factor=0.5)
+  params = {"params": {"vae": traverse_util.unflatten_dict(vae_conv.convert(path, _vae_model()))}}
+  frames = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, size=(2, 3, VAE_SIZE, VAE_SIZE, 3)), jnp.float32)
+  latents = frame_vae.apply(params, frames, method=frame_vae.encode)
+  assert latents.shape == (2, *frame_vae.latent_shape(3, VAE_SIZE, VAE_SIZE))
+  vae = _vae_model()
+  mean, _ = vae.apply({"params": params["params"]["vae"]}, frames[1, 2][None], method=vae.encode)
+  np.testing.assert_allclose(latents[1, 2], 0.5 * mean[0], rtol=1e-5, atol=1e-6)
+  decoded = frame_vae.apply(params, latents, method=frame_vae.decode)
+  direct = vae.apply({"params": params["params"]["vae"]}, mean, method=vae.decode)
+  np.testing.assert_allclose(decoded[1, 2], direct[0], rtol=1e-4, atol=1e-5)
