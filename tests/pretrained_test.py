@@ -7,6 +7,8 @@ deliberately wrong mapping must fail the same comparison, and wrong keys or shap
 
 import os
 
+import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -144,6 +146,16 @@ def test_dit_wrong_keys_and_shapes_are_refused(dit_files, tmp_path):
     save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in bad.items()}, str(path))
     with pytest.raises(ValueError, match=message):
       dit_conv.convert(str(path), _dit_model())
+
+
+def test_a_converted_dits_blocks_fit_an_avdit_of_its_width(dit_files):
+  from avdit_jax.models import avdit
+  flat = dit_conv.convert(dit_files["original"], _dit_model())
+  model = avdit.AVDiT(num_segments=1, depth=2, width=HEADS * HEAD_DIM, num_heads=HEADS, video_patch=(1, 2, 2))
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 2)), jnp.zeros((1, 1, 4, 4, 2)),
+                                             jnp.zeros((1, 2, 1), jnp.int32))["params"])
+  ours = {k: v.shape for k, v in traverse_util.flatten_dict(flax.linen.unbox(params)).items() if k[0] == "block_1"}
+  assert ours == {k: v.shape for k, v in flat.items() if k[0] == "block_1"}
 
 
 class _RunsCode:
