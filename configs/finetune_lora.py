@@ -10,6 +10,7 @@ attention q/k/v/out and the MLP of every block, the rest frozen -> every task on
 `finetune.eval_dataset` (which needs ground truth: a synthetic_av config; by default small_unseen, whose colours
 and pitches the quickstart never saw), next to the base model, in WORKDIR/report.md; samples in WORKDIR/samples.
 Any field can be overridden, e.g. --config.avdit.train.lora.rank=16 or --config.avdit.train.trainable=all.
+Variant `test` fine-tunes the quickstart's test variant for the test suite.
 """
 
 import ml_collections
@@ -32,4 +33,9 @@ def get_config(arg: str = ""):
   a.checkpoint.every_steps = 200
   a.evals.clip_tasks.update(split="validation", num_clips=32)
   c.avdit = a
+  if arg == "test":                         # the quickstart's test variant, a few steps, a handful of clips
+    c.finetune.eval_dataset = "synthetic_av/tiny_unseen"
+    a.train.update(num_steps=4, log_every=2)
+    a.checkpoint.every_steps = 4
+    a.evals.clip_tasks.num_clips = 4
   return c
