@@ -156,3 +156,12 @@ def test_lora_merge_of_zero_factors_is_the_base_model():
   assert factors["block_0"]["attn"]["out_kernel"]["a"].shape == (6, 2)
   assert factors["block_0"]["attn"]["out_kernel"]["b"].shape == (2, 4)
   _assert_same_tree(lora.merge(params, factors, spec), params)
+  # A scanned model's kernels carry a leading 'layers' axis: one pair of factors per layer.
+  scanned = {"blocks": {"attn": {"query_kernel": jnp.ones((3, 4, 2, 3))}}}
+  factors = lora.init(scanned, spec, jax.random.PRNGKey(0))
+  assert factors["blocks"]["attn"]["query_kernel"]["a"].shape == (3, 4, 2)
+  b = jnp.arange(3 * 2 * 6, dtype=jnp.float32).reshape(3, 2, 6)
+  factors["blocks"]["attn"]["query_kernel"]["b"] = b
+  merged = lora.merge(scanned, factors, spec)["blocks"]["attn"]["query_kernel"]
+  a = factors["blocks"]["attn"]["query_kernel"]["a"]
+  np.testing.assert_allclose(merged[1], 1 + 2.0 * (a[1] @ b[1]).reshape(4, 2, 3), rtol=1e-6)
