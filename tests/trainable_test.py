@@ -129,13 +129,14 @@ def test_init_from_a_run_keeps_the_new_runs_optimizer_and_data_position(lora_run
 
 
 def test_init_from_a_converted_file_refuses_wrong_shapes_and_keys(tmp_path):
-  config = _config(num_steps=K)
-  params = flat(_initial(config).params)
+  config = _config(num_steps=0)                 # no step: the state as init_from leaves it
+  params = {k: v + 1.0 for k, v in flat(_initial(config).params).items()}
   good = tmp_path / "good.safetensors"
   files.write_params(str(good), params)
   config.init_from = str(good)
   state = jax.device_get(trainer.train_and_evaluate(config, str(tmp_path / "run")))
-  assert flat(state.params).keys() == params.keys()
+  _assert_same_tree(flat(state.params), params)
+  _assert_same_tree(flat(state.ema_params), params)          # the EMA restarts from the loaded weights
   key = ("block_0", "mlp_in", "kernel")
   for name, weights, message in (
       ("shape", {**params, key: params[key].T}, r"block_0/mlp_in/kernel has shape \(256, 64\), the model's has "
