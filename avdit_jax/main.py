@@ -43,11 +43,11 @@ def main(argv):
   logging.info("%s (python tools/benchmark.py --only=malloc)", MALLOC)
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
-  if "pipeline" in config:             # the whole job: data, tokenizers, latents, AVDiT, evaluation
+  if "pipeline" in config or "finetune" in config:   # a whole job: the main one, or fine-tuning one on a folder
     if FLAGS.mode != "train":
       raise app.UsageError(f"--mode={FLAGS.mode}: a pipeline config runs every stage; sample from it with "
                            "tools/sample.py --workdir.")
-    pipeline.run(config, workdir)
+    (pipeline.run if "pipeline" in config else pipeline.finetune)(config, workdir)
     return
   if FLAGS.mode == "sample":
     frontend.write_task_samples(frontend.Run.load(workdir, config=config), workdir, config.sampling.tasks)

@@ -22,7 +22,13 @@ def get_config(arg: str = ""):
                  weight_decay=0.0, grad_clip=1.0, ema_decay=0.999)
   # peak_flops_per_device: the accelerator's peak FLOP/s for the MFU column, e.g. 197e12 for a v5e chip in
   # bf16; 0: no MFU; -1: measure a 2048^2 matmul in model.dtype on this machine at start (avdit_jax/perf/speed.py).
-  c.train = dict(num_steps=1000, log_every=100, peak_flops_per_device=0.0)
+  # trainable: what the optimizer updates (avdit_jax/train/trainable.py): 'all', named groups ('blocks,heads'), a
+  # regex over param paths, or 'lora' (factors of rank `lora.rank` on `lora.targets`, merged for sampling).
+  c.train = dict(num_steps=1000, log_every=100, peak_flops_per_device=0.0, trainable="all",
+                 lora=dict(rank=8, alpha=8.0, targets=("q", "k", "v", "out", "mlp")))
+  # init_from: start a new run from other weights (another run's workdir, or a converted .safetensors file from
+  # tools/convert_weights.py), with this run's own optimizer and data position; '' starts from scratch.
+  c.init_from = ""
   # A checkpoint every `every_steps`, at the end and at SIGTERM; the newest `max_to_keep` are kept.
   c.checkpoint = dict(every_steps=500, max_to_keep=3, async_save=True)
   # Mesh over all devices: data parallel by default; (1, -1, 1) is FSDP, (1, -1, 2) FSDP + tensor.

@@ -12,6 +12,8 @@ Prints:
   * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
   * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
     step's memory analysis (in a subprocess that sees 8 host devices);
+  * lora: per-device memory of params + EMA + optimizer state (the compiled step's arguments) with
+    train.trainable='lora' over full fine-tuning, and the fraction of the params that trains;
   * malloc: the train step's time, minor page faults and peak resident memory with glibc's defaults
     (AVDIT_MALLOC=system), with the README's plain command's malloc (avdit_jax/perf/malloc.py: mimalloc
     preloaded by a restart, as `python -m avdit_jax.main` does first thing) and with tcmalloc preloaded, over
@@ -61,7 +63,7 @@ from avdit_jax.core import objective as objective_lib
 from avdit_jax.data import streams
 from avdit_jax.models import avdit
 from avdit_jax.perf import hlo_text, speed
-from avdit_jax.train import sharding, trainer
+from avdit_jax.train import sharding, trainable, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,7 +81,8 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "accelerator's bf16 MFU.")
 flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
-flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "malloc", "profile", "torch"],
+flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "lora", "malloc", "profile",
+                           "torch"],
                   "Which measurements to run.")
 FLAGS = flags.FLAGS
 
@@ -336,6 +339,16 @@ def main(_):
     one, fsdp = map(int, _subprocess("memory_inner", "MEMORY", env))
     rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
                  f"{fsdp / one:.3f}x"))
+
+  if "lora" in FLAGS.only:              # params + EMA + optimizer state of the compiled step, one device
+    tuned = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
+    tuned.train.trainable = "lora"
+    mesh = sharding.single_device_mesh(tuned)
+    full, lora = state_memory_per_device(config, mesh), state_memory_per_device(tuned, mesh)
+    params = trainer.build(tuned, mesh).abstract_state.params
+    trained, total = trainable.for_config(tuned).count(params)
+    rows.append((f"train state per device: LoRA (rank {tuned.train.lora.rank}, {trained / total:.2%} of the params "
+                 "train) / full fine-tuning", f"{lora / 2**20:.1f} / {full / 2**20:.1f} MiB", f"{lora / full:.3f}x"))
 
   if "malloc" in FLAGS.only:
     rows += malloc_rows()

@@ -94,7 +94,8 @@ def _trained(config, state):
   """A finished model as the inference front end samples it (the params sampling.use_ema picks)."""
   from avdit_jax import factory
   from avdit_jax.inference import frontend
-  params = state.ema_params if frontend.use_ema(config) else state.params
+  from avdit_jax.train import trainer
+  params = trainer.sampling_params(config, state, frontend.use_ema(config))
   return frontend.Run.for_params(config, factory.model(config), params, normalizer=frontend.normalizer_for(config))
 
 

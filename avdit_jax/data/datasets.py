@@ -6,7 +6,8 @@ Every builder yields clips on a ClipSpec grid (avdit_jax/data/clips.py) with the
 
   synthetic_av    the embedded default: bouncing balls whose bounces sound (avdit_jax/data/synthetic_av.py),
                   with ground truth. Configs: 'default' (paper-like: 128x128, 17 frames at 8 fps, 16 kHz),
-                  'small' (CPU: 32x32, 9 frames, 8 kHz), 'tiny' (tests).
+                  'small' (CPU: 32x32, 9 frames, 8 kHz), 'tiny' (tests), 'small_unseen' (small's grid, other colours
+                  and pitches: a fine-tuning target), 'tiny_unseen' (a handful of those).
   av_folder       any folder of media files with audio (manual_dir, searched recursively).
   landscape       Landscape (MM-Diffusion's release), manual_dir/{train,test}/<class>/*.mp4.
   aist_plus_plus  AIST++ dance clips (MM-Diffusion's release), manual_dir/{train,test}/*.mp4.
@@ -70,6 +71,13 @@ class SyntheticAV(tfds.core.GeneratorBasedBuilder):
                         scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12), num_train=1024, num_validation=64),
       SyntheticAVConfig(name="tiny", description="small's clips, a handful of them: for tests.",
                         scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12), num_train=8, num_validation=4),
+      SyntheticAVConfig(name="small_unseen", description="small's grid with colours and pitches that 'small' never "
+                        "has (synthetic_av.UNSEEN_COLOURS): a fine-tuning target.", seed=7,
+                        scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS),
+                        num_train=256, num_validation=64),
+      SyntheticAVConfig(name="tiny_unseen", description="small_unseen's clips, a handful of them: for tests.", seed=7,
+                        scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS),
+                        num_train=8, num_validation=4),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:

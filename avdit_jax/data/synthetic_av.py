@@ -17,10 +17,16 @@ import numpy as np
 
 from avdit_jax.data import clips
 
-# Colour i sounds at pitch i: well apart in pitch (a minor third and more) and in hue.
-PALETTE = np.array([[230, 60, 50], [60, 200, 70], [60, 110, 240], [240, 210, 50], [220, 70, 220], [60, 210, 220]],
-                   np.uint8)
-PITCHES = np.array([330.0, 440.0, 587.3, 784.0, 1046.5, 1396.9], np.float32)
+# Colour i sounds at pitch i: well apart in pitch (a minor third and more) and in hue (over 60 RGB apart, the
+# probes' tolerance, also from every blend of two of them or of one with the background, as anti-aliased edges
+# make). The first six are the default scenes'; the last three (pink, navy, pale green at 200, 1760 and
+# 2349 Hz, each over 3 bins of the probes' 32 ms window from every other pitch, so no band hears another's tone)
+# only the 'unseen' sets' (a model trained on the defaults has never seen or heard them).
+PALETTE = np.array([[230, 60, 50], [60, 200, 70], [60, 110, 240], [240, 210, 50], [220, 70, 220], [60, 210, 220],
+                    [255, 195, 225], [0, 0, 120], [210, 255, 150]], np.uint8)
+PITCHES = np.array([330.0, 440.0, 587.3, 784.0, 1046.5, 1396.9, 200.0, 1760.0, 2349.3], np.float32)
+DEFAULT_COLOURS = (0, 1, 2, 3, 4, 5)
+UNSEEN_COLOURS = (6, 7, 8)
 DISTRACTOR_COLOUR = np.array([150, 150, 150], np.uint8)
 BACKGROUND = np.array([24, 24, 32], np.uint8)
 
@@ -29,6 +35,7 @@ BACKGROUND = np.array([24, 24, 32], np.uint8)
 class Scene:
   clip: clips.ClipSpec = clips.ClipSpec()
   num_objects: int = 2            # sounding balls (distinct colours)
+  colours: tuple = DEFAULT_COLOURS   # the palette entries (PALETTE, PITCHES) the balls are drawn from
   num_distractors: int = 0        # silent grey balls
   radius: float = 0.09            # ball radius, fraction of the frame height
   gravity: float = 6.0            # frame heights / s^2
@@ -38,8 +45,11 @@ class Scene:
   physics_dt: float = 5e-4        # seconds per simulation step (collision times are interpolated)
 
   def __post_init__(self):
-    if not 1 <= self.num_objects <= len(PALETTE):
-      raise ValueError(f"scene: num_objects {self.num_objects} must be in [1, {len(PALETTE)}] (one colour each).")
+    if not set(self.colours) <= set(range(len(PALETTE))) or len(set(self.colours)) != len(self.colours):
+      raise ValueError(f"scene: colours {self.colours} must be distinct indices into the {len(PALETTE)} of PALETTE.")
+    if not 1 <= self.num_objects <= len(self.colours):
+      raise ValueError(f"scene: num_objects {self.num_objects} must be in [1, {len(self.colours)}] (one colour "
+                       "each).")
     if not 0 < self.radius < 0.5:
       raise ValueError(f"scene: radius {self.radius} must be in (0, 0.5).")
 
@@ -90,7 +100,8 @@ def make_clip(scene: Scene, seed: int, index: int) -> dict:
   start = -spec.audio_lead
   stop = spec.audio_samples / spec.sample_rate + start
   times = np.arange(start, stop, scene.physics_dt)
-  colour_ids = rng.choice(len(PALETTE), size=scene.num_objects, replace=False).astype(np.int32)
+  colour_ids = np.asarray(scene.colours)[rng.choice(len(scene.colours), size=scene.num_objects,
+                                                    replace=False)].astype(np.int32)
   radius = (scene.radius, scene.radius * spec.height / spec.width)
   paths, events = _simulate(rng, scene.num_objects, times, radius, scene.gravity, scene.max_speed)
   frame_times = np.arange(spec.num_frames) / spec.frame_rate

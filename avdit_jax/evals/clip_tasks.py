@@ -30,7 +30,7 @@ from avdit_jax.data import clips, datasets
 from avdit_jax.evals import features, metrics, probes
 from avdit_jax.inference import codec
 from avdit_jax.inference import frontend
-from avdit_jax.train import trainees
+from avdit_jax.train import trainees, trainer
 
 SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align",
           "fvd", "fad")
@@ -235,7 +235,7 @@ class ClipTasks:
       untrained = self._run(nn.unbox(self.trainee.init(self.config.seed + 1)), 0)
       self.baselines = evaluate(self.config, {"untrained": untrained}, self.pair, self.tasks, self.section,
                                 **self.where, systems=("untrained", "shuffled", "tokenizer"))
-    params = state.ema_params if frontend.use_ema(self.config) else state.params
+    params = trainer.sampling_params(self.config, state, frontend.use_ema(self.config))
     model = evaluate(self.config, {"model": self._run(params, step)}, self.pair, self.tasks, self.section,
                      **self.where, media_dir=self.media_dir, systems=("model",))
     self.last = {**model, **{t: {**self.baselines[t], **model[t]} for t in self.tasks}}

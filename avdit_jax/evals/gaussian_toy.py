@@ -20,7 +20,7 @@ import numpy as np
 
 from avdit_jax import factory
 from avdit_jax.inference import frontend
-from avdit_jax.train import trainees
+from avdit_jax.train import trainees, trainer
 
 
 def exact_run(config) -> frontend.Run:
@@ -79,7 +79,7 @@ class GaussianToy:
     return self._floor
 
   def __call__(self, state, step: int) -> dict:
-    params = state.ema_params if frontend.use_ema(self.config) else state.params
+    params = trainer.sampling_params(self.config, state, frontend.use_ema(self.config))
     model = task_errors(self.config, frontend.Run.for_params(self.config, self.model, params, step=step),
                         self.tasks, **self.draws)
     floor = self.floor()

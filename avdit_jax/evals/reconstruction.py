@@ -18,7 +18,7 @@ from avdit_jax.media import images
 from avdit_jax.models.tokenizers import audio as audio_tok
 from avdit_jax.models.tokenizers import spectral
 from avdit_jax.models.tokenizers import video as video_tok
-from avdit_jax.train import trainees
+from avdit_jax.train import trainees, trainer
 
 
 def reconstruction_report(tok: codec.Tokenizer, split: str, num_clips: int) -> dict:
@@ -72,7 +72,7 @@ class Reconstruction:
     self.module = (trainees.video_tokenizer_model if video else trainees.audio_tokenizer_model)(config)
 
   def __call__(self, state, step: int) -> dict:
-    tok = codec.Tokenizer(self.config, self.module, state.ema_params, step)
+    tok = codec.Tokenizer(self.config, self.module, trainer.sampling_params(self.config, state, True), step)
     r = reconstruction_report(tok, self.split, self.num_clips)
     if self.workdir and jax.process_index() == 0:
       with open(os.path.join(self.workdir, "report.md"), "w") as f:

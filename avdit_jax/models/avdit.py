@@ -58,10 +58,11 @@ def sincos(positions: np.ndarray, dim: int, max_period: float = 10000.0) -> np.n
   return np.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, dim - 2 * half)]).astype(np.float32)
 
 
-def timestep_features(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """Sinusoidal features of integer timesteps, traced: [...] -> [..., dim] f32."""
+def timestep_features(t: jax.Array, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0) -> jax.Array:
+  """Sinusoidal features [cos, sin] of timesteps, traced: [...] -> [..., dim] f32. Frequencies are
+  max_period^(-i / (dim / 2 - freq_shift)): DiT's with shift 0, diffusers' DiT embedding with shift 1."""
   half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
   args = t.astype(jnp.float32)[..., None] * freqs
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 

@@ -26,9 +26,11 @@ import numpy as np
 import optax
 import tensorboardX
 from absl import logging
+from flax import traverse_util
 
 from avdit_jax.perf import speed
-from avdit_jax.train import checkpoint, sharding, trainees
+from avdit_jax.pretrained import files
+from avdit_jax.train import checkpoint, sharding, trainable, trainees
 
 
 @flax.struct.dataclass
@@ -64,27 +66,43 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 # ============================================================================= state and step
 
 
-def boxed_state(config, trainee: trainees.Trainee, tx: optax.GradientTransformation) -> TrainState:
-  """The initial state with params (and the optimizer's copies of them) boxed with logical axis names."""
-  params = trainee.init(config.seed)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params, opt_state=tx.init(params))
+def boxed_state(config, trainee: trainees.Trainee, tx: optax.GradientTransformation,
+                selection: trainable.Selection = trainable.EVERYTHING) -> TrainState:
+  """The initial state with params (and the optimizer's copies of them) boxed with logical axis names. EMA and
+  optimizer state cover the trainable params only (train/trainable.py)."""
+  params = selection.add(trainee.init(config.seed), jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
+  train, _ = selection.split(params)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=train, opt_state=tx.init(train))
 
 
-def init_state(config, trainee: trainees.Trainee, tx: optax.GradientTransformation) -> TrainState:
+def init_state(config, trainee: trainees.Trainee, tx: optax.GradientTransformation,
+               selection: trainable.Selection = trainable.EVERYTHING) -> TrainState:
   """The initial state, plain arrays; jit it (eager init compiles every initializer separately)."""
-  return nn.unbox(boxed_state(config, trainee, tx))
+  return nn.unbox(boxed_state(config, trainee, tx, selection))
+
+
+def with_model_params(state: TrainState, model_params, selection: trainable.Selection) -> TrainState:
+  """A new run's state started from other weights (config.init_from): the model's params replaced, the EMA
+  restarted from them, the optimizer state and any LoRA factors left as initialised."""
+  params = model_params if selection.lora is None else {**model_params, trainable.LORA_KEY:
+                                                        state.params[trainable.LORA_KEY]}
+  return state.replace(params=params, ema_params=selection.split(params)[0])
 
 
 def train_step(state: TrainState, batch: dict, *, trainee: trainees.Trainee, tx: optax.GradientTransformation,
-               ema_decay: float, seed: int) -> tuple[TrainState, dict]:
-  """One optimizer step on the trainee's loss (for the AVDiT: the MoNL loss on a latent batch)."""
+               ema_decay: float, seed: int,
+               selection: trainable.Selection = trainable.EVERYTHING) -> tuple[TrainState, dict]:
+  """One optimizer step on the trainee's loss (for the AVDiT: the MoNL loss on a latent batch), over the
+  trainable params only: frozen ones are neither differentiated nor written."""
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), state.step)
-  (loss, aux), grads = jax.value_and_grad(trainee.loss, has_aux=True)(state.params, batch, rng)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+  train, frozen = selection.split(state.params)
+  loss_of = lambda p: trainee.loss(selection.model_params(selection.join(p, frozen)), batch, rng)
+  (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(train)
+  updates, opt_state = tx.update(grads, state.opt_state, train)
+  train = optax.apply_updates(train, updates)
+  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, train)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "aux": aux}
-  return TrainState(state.step + 1, params, ema, opt_state), metrics
+  return TrainState(state.step + 1, selection.join(train, frozen), ema, opt_state), metrics
 
 
 # ============================================================================= loop
@@ -144,6 +162,7 @@ class Setup:
   axis_rules: tuple
   trainee: trainees.Trainee
   model: nn.Module                # trainee.module
+  selection: trainable.Selection  # what trains (config.train.trainable)
   tx: optax.GradientTransformation
   lr_fn: optax.Schedule
   abstract_state: TrainState      # jax.ShapeDtypeStruct leaves carrying their shardings
@@ -160,8 +179,9 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   axis_rules = sharding.rules(config)
   sharding.check_divisible(config.data.batch_size, mesh, axis_rules)
   trainee = trainees.for_config(config)
+  selection = trainable.for_config(config)
   tx = make_optimizer(config)
-  boxed = jax.eval_shape(lambda: boxed_state(config, trainee, tx))
+  boxed = jax.eval_shape(lambda: boxed_state(config, trainee, tx, selection))
   state_sharding = sharding.logical_shardings(boxed, mesh, axis_rules)
   sharding.check_param_divisible(nn.unbox(boxed), state_sharding, mesh)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(boxed),
@@ -171,13 +191,14 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
 
   def step_under_rules(state, batch):
     with nn.logical_axis_rules(axis_rules):
-      return train_step(state, batch, trainee=trainee, tx=tx, ema_decay=config.optim.ema_decay, seed=config.seed)
+      return train_step(state, batch, trainee=trainee, tx=tx, ema_decay=config.optim.ema_decay, seed=config.seed,
+                        selection=selection)
 
   return Setup(
-      mesh=mesh, axis_rules=axis_rules, trainee=trainee, model=trainee.module, tx=tx,
+      mesh=mesh, axis_rules=axis_rules, trainee=trainee, model=trainee.module, selection=selection, tx=tx,
       lr_fn=learning_rate_schedule(config), abstract_state=abstract, state_sharding=state_sharding,
       batch_sharding=batch_sharding,
-      init_fn=jax.jit(lambda: init_state(config, trainee, tx), out_shardings=state_sharding),
+      init_fn=jax.jit(lambda: init_state(config, trainee, tx, selection), out_shardings=state_sharding),
       step_fn=jax.jit(step_under_rules, in_shardings=(state_sharding, batch_sharding),
                       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0),
       step_flops=trainee.flops_per_example * config.data.batch_size)
@@ -206,7 +227,36 @@ def restore_params(config: ml_collections.ConfigDict, workdir: str, *, use_ema: 
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoint in {checkpoint.directory(workdir)} restores.")
   state, _, step = restored
   logging.info("loaded the checkpoint of step %d from %s (%s params)", step, workdir, "EMA" if use_ema else "raw")
-  return (state.ema_params if use_ema else state.params), setup.model, step
+  return setup.selection.sampling_params(state.params, state.ema_params, use_ema), setup.model, step
+
+
+def sampling_params(config: ml_collections.ConfigDict, state: TrainState, use_ema: bool):
+  """The model params that sampling uses from a live state: EMA or raw, frozen params joined, LoRA merged."""
+  return trainable.for_config(config).sampling_params(state.params, state.ema_params, use_ema)
+
+
+def pretrained_params(config: ml_collections.ConfigDict, state: TrainState):
+  """The model params of a new run started from config.init_from: another run's workdir (its sampling params:
+  EMA as its config says, LoRA merged) or a converted .safetensors file (avdit_jax/pretrained). Every weight
+  there must be one of this model's with its shape (else an error naming both); the model's params that it
+  lacks keep their initial values (logged)."""
+  source = config.init_from
+  if os.path.isdir(source):
+    saved = checkpoint.saved_config(source)
+    params, _, step = restore_params(saved, source, use_ema=bool(saved.get("sampling", {}).get("use_ema", True)))
+    weights = traverse_util.flatten_dict(sharding.to_host(params))
+    where = f"config.init_from {source} (step {step})"
+  else:
+    weights, where = files.read_params(source), f"config.init_from {source}"
+  model = {k: v for k, v in state.params.items() if k != trainable.LORA_KEY}
+  flat = traverse_util.flatten_dict(model)
+  files.check_matches(weights, {k: v.shape for k, v in flat.items()}, where, partial=True)
+  missing = sorted("/".join(k) for k in flat.keys() - weights.keys())
+  if missing:
+    logging.warning("%s lacks %d of the model's params; they keep their initial values: %s", where, len(missing),
+                    missing)
+  return traverse_util.unflatten_dict({k: jax.device_put(np.asarray(weights[k], v.dtype), v.sharding)
+                                       if k in weights else v for k, v in flat.items()})
 
 
 class Evaluator(Protocol):
@@ -234,6 +284,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, data_state, _ = restored
   else:
     state, data_state = setup.init_fn(), None
+    if config.get("init_from"):        # other weights; this run's own optimizer and data position
+      state = jax.jit(lambda s, p: with_model_params(s, p, setup.selection),
+                      out_shardings=setup.state_sharding)(state, pretrained_params(config, state))
   # ---------------------------------------------------------------- loop
   num_steps = config.train.num_steps
   first_step = int(sharding.to_host(state.step))

@@ -1,0 +1,86 @@
+"""Weight files in and out, running no code from them: safetensors, or PyTorch's .pt read with weights_only.
+
+A user's public checkpoint is read as a state dict {name: numpy array} (`read_state_dict`); a converted one is
+written as safetensors whose keys are this project's '/'-joined param paths (`write_params`, `read_params`,
+format FORMAT), which config.init_from reads. `check_matches` is the one shape-and-key check of both.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+
+FORMAT = "avdit_jax/params/v1"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A state dict from a .safetensors file, or a .pt / .pth / .bin file read by torch.load(weights_only=True)
+  (tensors and plain containers only: a pickle that would build any other object is refused). A training
+  checkpoint {'model', 'ema', ...} gives its 'ema' weights when present, else 'model'."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"weights file {path}: no such file.")
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    return dict(load_file(path))
+  if not path.endswith(TORCH_SUFFIXES):
+    raise ValueError(f"weights file {path}: expected .safetensors or one of {TORCH_SUFFIXES}.")
+  try:
+    import torch
+  except ImportError:
+    raise ImportError(f"weights file {path}: reading PyTorch files needs torch (pip install -e '.[parity]'), "
+                      "or convert it to .safetensors first.") from None
+  try:
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    raise ValueError(f"weights file {path}: refused, its pickle holds more than tensors and would run code "
+                     f"when loaded ({str(e).splitlines()[0][:200]}).") from None
+  if isinstance(loaded, dict) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
+    for key in ("ema", "model", "state_dict"):
+      if isinstance(loaded.get(key), dict):
+        loaded = loaded[key]
+        break
+  if not isinstance(loaded, dict):
+    raise ValueError(f"weights file {path}: expected a state dict, got {type(loaded).__name__}.")
+  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+
+
+def write_params(path: str, flat: dict[tuple, np.ndarray], source: str = "") -> None:
+  """Converted params {path tuple: array} to a safetensors file that config.init_from reads."""
+  from safetensors.numpy import save_file
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  save_file({"/".join(k): np.ascontiguousarray(v) for k, v in flat.items()}, path,
+            metadata={"format": FORMAT, "source": source})
+
+
+def read_params(path: str) -> dict[tuple, np.ndarray]:
+  """A file that write_params wrote: {path tuple: array}."""
+  if not path.endswith(".safetensors") or not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: expected a converted .safetensors file (tools/convert_weights.py) or a run's "
+                            "workdir.")
+  from safetensors import safe_open
+  with safe_open(path, framework="np") as f:
+    fmt = (f.metadata() or {}).get("format")
+  if fmt != FORMAT:
+    raise ValueError(f"{path}: format {fmt!r}, expected {FORMAT!r}; convert public weights with "
+                     "tools/convert_weights.py first.")
+  return {tuple(k.split("/")): v for k, v in read_state_dict(path).items()}
+
+
+def check_matches(weights: dict[tuple, np.ndarray], shapes: dict[tuple, tuple], where: str, *,
+                  partial: bool = False) -> None:
+  """Every weight must be a param of the model with its shape; unless `partial`, every param must be there."""
+  for key in sorted(weights):
+    if key not in shapes:
+      raise ValueError(f"{where}: {'/'.join(key)} (shape {tuple(weights[key].shape)}) is not a parameter of the "
+                       "model.")
+    if tuple(weights[key].shape) != tuple(shapes[key]):
+      raise ValueError(f"{where}: {'/'.join(key)} has shape {tuple(weights[key].shape)}, the model's has "
+                       f"{tuple(shapes[key])}.")
+  missing = sorted(shapes.keys() - weights.keys())
+  if missing and not partial:
+    raise ValueError(f"{where}: no weights for {'/'.join(missing[0])} (shape {tuple(shapes[missing[0]])})"
+                     + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + ".")
