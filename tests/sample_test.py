@@ -37,7 +37,7 @@ def _draw(task_mask, schedule, prediction="epsilon", seed=0, **fields):
   a0, v0 = TOY.sample(jax.random.PRNGKey(100 + seed), 1)
   cond = sampling.make_condition(config, task_mask, jnp.repeat(a0, NUM_SAMPLES, 0),
                                  jnp.repeat(v0, NUM_SAMPLES, 0))
-  audio, video = sampling.sample(TOY.denoiser(schedule.alpha_bar, prediction), config, cond,
+  audio, video = sampling.sample(TOY.denoiser(schedule, prediction), config, cond,
                                  jax.random.PRNGKey(seed))
   return np.asarray(TOY.flatten(audio, video), np.float64), (a0, v0)
 

@@ -26,7 +26,7 @@ def test_loss_is_lowest_for_the_exact_denoiser_and_ignores_clean_portions():
   obj = factory.training_objective(config)
   toy = factory.gaussian_toy(config)
   a, v = toy.sample(jax.random.PRNGKey(0), 256)
-  exact = toy.denoiser(obj.schedule.alpha_bar, obj.prediction)
+  exact = toy.denoiser(obj.process, obj.prediction)
   zero = lambda za, zv, t: (jnp.zeros_like(za), jnp.zeros_like(zv))
   loss_fn = jax.jit(lambda d, k: objective.loss_fn(obj, d, a, v, k), static_argnums=0)
   l_exact, aux = loss_fn(exact, jax.random.PRNGKey(1))
