@@ -85,6 +85,9 @@ def process_name(config: ml_collections.ConfigDict) -> str:
 def process(config: ml_collections.ConfigDict):
   """The diffusion process of config.diffusion (core/process.py): the DDPM schedule or rectified flow."""
   if process_name(config) == "ddpm":
+    if config.diffusion.get("t_sampling", "uniform") != "uniform":
+      raise ValueError(f"diffusion.t_sampling {config.diffusion.t_sampling!r} is the flow process's; "
+                       "process 'ddpm' draws its integer t uniformly (set diffusion.process='flow').")
     return schedule(config)
   c = config.diffusion
   return flow.RectifiedFlow(**{k: c[k] for k in FLOW_FIELDS if k in c})

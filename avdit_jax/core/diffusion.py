@@ -179,7 +179,8 @@ def sampling_timesteps(num_timesteps: int, num_steps: int, spacing: str = "unifo
   else:
     if alpha_bar is None:
       raise ValueError("karras spacing needs the schedule's alpha_bar.")
-    log_sigma = 0.5 * np.log((1 - alpha_bar[1:]) / alpha_bar[1:])                 # [T], t = 1..T, increasing
+    abar = np.asarray(alpha_bar[1:], np.float64)
+    log_sigma = 0.5 * np.log(np.maximum(1 - abar, 1e-12) / abar)                  # [T], t = 1..T, increasing
     rho = 7.0
     hi, lo = np.exp(log_sigma[-1]) ** (1 / rho), np.exp(log_sigma[0]) ** (1 / rho)
     ramp = np.linspace(0, 1, num_steps) if num_steps > 1 else np.zeros(1)

@@ -137,3 +137,18 @@ def gaussian_kl(mean_p, cov_p, mean_q, cov_q) -> float:
   _, logdet_p = np.linalg.slogdet(cov_p)
   _, logdet_q = np.linalg.slogdet(cov_q)
   return 0.5 * float(np.trace(q_inv @ cov_p) + diff @ q_inv @ diff - d + logdet_q - logdet_p)
+
+
+def sample_fit(x, mean, cov) -> dict:
+  """How n samples x [n, d] fit N(mean, cov): the KL of their fitted Gaussian from it, the tolerance that
+  finite samples alone explain, and the largest |mean error| in standard errors.
+
+  From finite samples alone that KL is about d (d + 3) / (4 n); the tolerance is twice that plus 0.005 for
+  the discretisation of the reverse process (the sampler tests' rule, with means within 4.5 standard errors).
+  """
+  n, d = x.shape
+  z = np.abs(x.mean(0) - mean) / np.sqrt(np.diag(cov) / n)
+  kl = gaussian_kl(x.mean(0), np.cov(x.T), mean, cov)
+  tolerance = 2 * d * (d + 3) / (4 * n) + 0.005
+  return {"kl": kl, "tolerance": tolerance, "max_z": float(z.max()),
+          "ok": bool(kl < tolerance and z.max() < 4.5)}
