@@ -26,7 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from avdit_jax.core import diffusion, flow, gaussian, monl, sampling, solvers  # noqa: E402
+from avdit_jax.core import diffusion, flow, gaussian, monl, sampling  # noqa: E402
 from avdit_jax.models import avdit  # noqa: E402
 from avdit_jax.perf import speed  # noqa: E402
 

@@ -71,7 +71,7 @@ class SamplerConfig:
       raise ValueError(f"sampling.loop: unknown {self.loop!r}; expected one of {LOOPS}.")
     self.process.check_prediction(self.prediction)
     guidance_weights(self.guidance)
-    self.levels  # checks num_steps, spacing and shift
+    self.process.sampling_levels(self.num_steps, self.spacing, self.shift)  # checks num_steps, spacing, shift
 
   @property
   def levels(self) -> np.ndarray:
