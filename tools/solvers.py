@@ -1,7 +1,7 @@
 r"""Few-step sampling, measured: KL to the true conditional vs network evaluations, and wall time per sample.
 
   python tools/solvers.py                          # the KL table and the wall-time table (markdown, stdout)
-  python tools/solvers.py --nfe=10,20 --skip_wall  # a subset
+  python tools/solvers.py --nfe=10,20 --only=kl    # a subset
 
 KL: the exact Bayes denoiser of tests/solvers_test.py's coupled Gaussian (N = 5 segments, D = 30) in place of
 the network, run through `sampling.make_sampler` for each process and solver, at about 5, 10, 20 and 50 network
@@ -32,7 +32,7 @@ from avdit_jax.perf import speed  # noqa: E402
 
 flags.DEFINE_list("nfe", ["5", "10", "20", "50"], "Network evaluations per sample (Heun: the odd number below).")
 flags.DEFINE_integer("samples", 4096, "Samples per task for the KL (the tests' 4096).")
-flags.DEFINE_bool("skip_wall", False, "Leave out the wall-time table.")
+flags.DEFINE_list("only", ["kl", "wall"], "Which tables: kl, wall.")
 flags.DEFINE_integer("batch", 8, "Wall time: samples per call.")
 flags.DEFINE_integer("repeats", 3, "Wall time: timed calls per setting (the fastest counts).")
 FLAGS = flags.FLAGS
@@ -125,8 +125,10 @@ def main(argv):
   del argv
   nfes = [int(n) for n in FLAGS.nfe]
   start = time.perf_counter()
-  out = ["KL to the true conditional (* outside the tests' tolerance)", ""] + kl_rows(nfes)
-  if not FLAGS.skip_wall:
+  out = []
+  if "kl" in FLAGS.only:
+    out += ["KL to the true conditional (* outside the tests' tolerance)", ""] + kl_rows(nfes)
+  if "wall" in FLAGS.only:
     out += ["", f"Wall time per sample, the quickstart's AVDiT, a2v, guidance 3, batch {FLAGS.batch}, "
             f"{jax.default_backend()}", ""] + wall_rows(nfes)
   out += ["", f"{time.perf_counter() - start:.0f} s in all"]
