@@ -39,7 +39,7 @@ def get_config(arg: str = ""):
   # amplify any epsilon error several hundred times; pair epsilon (the paper's) with 'linear'.
   # process 'flow' (rectified flow, core/flow.py): prediction 'v' is then the velocity eps - x0, and t is drawn
   # per group by t_sampling: 'uniform', 'logit_normal' (logit_mean, logit_std) or 'shifted' (shift, SD3's 3.0).
-  # schedule and num_timesteps are DDPM's.
+  # schedule and num_timesteps are DDPM's. On this toy logit_normal with logit_std=1.6 trained flow best (WORKSPACE.md).
   c.diffusion = dict(process="ddpm", schedule="cosine", num_timesteps=1000, prediction="v",
                      t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0)
   c.monl = dict(

@@ -43,7 +43,7 @@ def main(argv):
   try:
     guidance = FLAGS.guidance and tuple(float(w) for w in FLAGS.guidance)
   except ValueError:
-    raise app.UsageError(f"--guidance={','.join(FLAGS.guidance)}: expected a number or 'audio,video' numbers.") from None
+    raise app.UsageError(f"--guidance={','.join(FLAGS.guidance)}: expected a number or 'audio,video'.") from None
   guidance = guidance[0] if guidance and len(guidance) == 1 else guidance
   try:
     written = generate.sample_to_files(FLAGS.workdir, FLAGS.task, FLAGS.out, input_path=FLAGS.input,
