@@ -11,7 +11,7 @@ import dataclasses
 import jax.numpy as jnp
 import ml_collections
 
-from avdit_jax.core import diffusion, gaussian, monl, objective, sampling
+from avdit_jax.core import diffusion, flow, gaussian, monl, objective, sampling
 from avdit_jax.models import avdit
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -45,7 +45,7 @@ def model(config: ml_collections.ConfigDict) -> avdit.AVDiT:
   c = config.model
   overrides = {k: v for k, v in c.items() if k not in ("variant", "dtype", "param_dtype")}
   overrides["video_patch"] = tuple(overrides["video_patch"])
-  return avdit.make_model(c.variant, num_segments=config.num_segments,
+  return avdit.make_model(c.variant, num_segments=config.num_segments, time_scale=time_scale(config),
                           dtype=_dtype(c.get("dtype", "float32"), "model.dtype"),
                           param_dtype=_dtype(c.get("param_dtype", "float32"), "model.param_dtype"),
                           **{k: v for k, v in overrides.items() if k != "num_segments"})
@@ -70,6 +70,34 @@ def schedule(config: ml_collections.ConfigDict) -> diffusion.Schedule:
   return diffusion.make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
 
 
+PROCESSES = ("ddpm", "flow")
+FLOW_FIELDS = ("t_sampling", "logit_mean", "logit_std", "shift")
+
+
+def process_name(config: ml_collections.ConfigDict) -> str:
+  """config.diffusion.process; configs saved before it existed are DDPM's."""
+  name = config.diffusion.get("process", "ddpm")
+  if name not in PROCESSES:
+    raise ValueError(f"diffusion.process: unknown {name!r}; expected one of {PROCESSES}.")
+  return name
+
+
+def process(config: ml_collections.ConfigDict):
+  """The diffusion process of config.diffusion (core/process.py): the DDPM schedule or rectified flow."""
+  if process_name(config) == "ddpm":
+    if config.diffusion.get("t_sampling", "uniform") != "uniform":
+      raise ValueError(f"diffusion.t_sampling {config.diffusion.t_sampling!r} is the flow process's; "
+                       "process 'ddpm' draws its integer t uniformly (set diffusion.process='flow').")
+    return schedule(config)
+  c = config.diffusion
+  return flow.RectifiedFlow(**{k: c[k] for k in FLOW_FIELDS if k in c})
+
+
+def time_scale(config: ml_collections.ConfigDict) -> float:
+  """What the network's timestep embedding multiplies t by: flow's t in [0, 1] reaches DDPM's 0..1000."""
+  return 1000.0 if process_name(config) == "flow" else 1.0
+
+
 def task(spec: str, num_segments: int):
   """A task from text: a name ('a2v', 'av_continue:3', 'av_inpaint:1:2') or a written mask
   ('audio:all,video:0-1'). Numbers after a name are its constructor's arguments in order."""
@@ -86,7 +114,7 @@ def task(spec: str, num_segments: int):
 def training_objective(config: ml_collections.ConfigDict) -> objective.Objective:
   c = config.monl
   return objective.make_objective(
-      schedule=schedule(config), segments=frame_segments(config), weights=dict(c.weights),
+      process=process(config), segments=frame_segments(config), weights=dict(c.weights),
       clean_prob=c.clean_prob, task=task(c.task, config.num_segments) if c.task else None,
       prediction=config.diffusion.prediction, modality_weights=tuple(c.modality_weights))
 
@@ -98,10 +126,10 @@ FRONT_END_SAMPLING_FIELDS = ("use_ema", "tasks")
 def sampler(config: ml_collections.ConfigDict, **overrides) -> sampling.SamplerConfig:
   c = {k: v for k, v in config.sampling.items() if k not in FRONT_END_SAMPLING_FIELDS}
   c.update(overrides)
-  known = {f.name for f in dataclasses.fields(sampling.SamplerConfig)} - {"schedule", "segments", "prediction"}
+  known = {f.name for f in dataclasses.fields(sampling.SamplerConfig)} - {"process", "segments", "prediction"}
   unknown = sorted(set(c) - known)
   if unknown:
     raise ValueError(f"sampling: unknown fields {unknown}; expected some of {sorted(known)} "
                      f"(and {list(FRONT_END_SAMPLING_FIELDS)}).")
-  return sampling.SamplerConfig(schedule(config), frame_segments(config), prediction=config.diffusion.prediction,
+  return sampling.SamplerConfig(process(config), frame_segments(config), prediction=config.diffusion.prediction,
                                 **c)

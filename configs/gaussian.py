@@ -37,7 +37,11 @@ def get_config(arg: str = ""):
   )
   # Cosine + v-prediction: with epsilon-prediction the cosine schedule's last steps (alpha_bar ~ 1e-9)
   # amplify any epsilon error several hundred times; pair epsilon (the paper's) with 'linear'.
-  c.diffusion = dict(schedule="cosine", num_timesteps=1000, prediction="v")
+  # process 'flow' (rectified flow, core/flow.py): prediction 'v' is then the velocity eps - x0, and t is drawn
+  # per group by t_sampling: 'uniform', 'logit_normal' (logit_mean, logit_std) or 'shifted' (shift, SD3's 3.0).
+  # schedule and num_timesteps are DDPM's. On this toy logit_normal with logit_std=1.6 trained flow best (WORKSPACE.md).
+  c.diffusion = dict(process="ddpm", schedule="cosine", num_timesteps=1000, prediction="v",
+                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0)
   c.monl = dict(
       # Mixture weights over monl.STRATEGIES (uniform MoNL; the paper does not publish its weights).
       weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0, conditional=0.0),
@@ -51,7 +55,11 @@ def get_config(arg: str = ""):
   tasks = ("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1", "audio_continue:2",
            "video_continue:2")
   # use_ema: whether sampling (and every evaluator) uses the EMA params; tasks: what --mode=sample writes.
-  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto", use_ema=False, tasks=tasks)
+  # sampler: ddim | ddpm | dpm++2m (ddpm), euler | heun | dpm++2m (flow; 'ddim' there is Euler); spacing: uniform |
+  # shifted (by shift) | karras (ddpm); guidance: one weight, or an (audio, video) pair set in a config file (a
+  # number here cannot become a pair on the command line).
+  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto", spacing="uniform", shift=3.0,
+                    use_ema=False, tasks=tasks)
   # Evaluators during and after training (avdit_jax/evals/evaluators.py); every_steps 0: after the last step.
   # gaussian_toy: each task's sample moments against the exact conditional, in WORKDIR/report.md.
   c.evals = dict(gaussian_toy=dict(every_steps=0, tasks=tasks, num_conditions=4, samples_per_condition=64))

@@ -1,5 +1,7 @@
 """The inference front end (inference/frontend.py): one Run for every caller, on the Gaussian toy's exact denoiser."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -83,3 +85,20 @@ def test_extend_continues_the_newest_latents(config):
     end_a, end_v = a.shape[1] + i * a_len, v.shape[1] + i * v_len       # the sequence's length before window i
     np.testing.assert_array_equal(window_a[:, :ta - a_len], out_a[:, end_a - (ta - a_len):end_a])
     np.testing.assert_array_equal(window_v[:, :tv - v_len], out_v[:, end_v - (tv - v_len):end_v])
+
+
+def test_a_checkpoint_from_before_the_flow_process_loads_and_samples(tmp_path):
+  """tests/data/preflow_run: configs/gaussian.py:test trained 4 steps by the code before diffusion.process
+  existed (its saved config has no process field, its AVDiT no time_scale), with 4-step a2v samples that
+  code drew from it. It still restores as DDPM and samples the same latents."""
+  import shutil
+  src = os.path.join(os.path.dirname(__file__), "data", "preflow_run")
+  workdir = str(tmp_path / "run")
+  shutil.copytree(src, workdir)
+  ref = np.load(os.path.join(src, "reference_a2v.npz"))
+  run = frontend.Run.load(workdir)
+  assert "process" not in run.config.diffusion and factory.process_name(run.config) == "ddpm"
+  got_a, got_v = run.sample(monl.a2v(run.num_segments), ref["given_audio"], ref["given_video"],
+                            jax.random.PRNGKey(0), num_steps=4)
+  np.testing.assert_allclose(got_a, ref["audio"], atol=1e-5)
+  np.testing.assert_allclose(got_v, ref["video"], rtol=1e-4, atol=1e-4)

@@ -238,3 +238,23 @@ def test_bad_shapes_and_settings_raise_clear_errors():
     avdit.make_model("XXL", num_segments=4)
   with pytest.raises(ValueError, match="unknown fields"):
     avdit.make_model("tiny", num_segments=4, dept=3)
+
+
+def test_the_timestep_embedding_takes_continuous_t_on_either_scale():
+  """Integer t gives the vectors it always gave (features of t cast to float); flow's t in [0, 1] with
+  time_scale 1000 gives the outputs of t * 1000, so an embedding means the same at either scale."""
+  ddpm, flow = _model(), _model(time_scale=1000.0)
+  a, v = jnp.ones((2, *AUDIO)), jnp.ones((2, *VIDEO))
+  t_int = jnp.asarray(np.random.default_rng(0).integers(0, 1001, (2, 2, N)), jnp.int32)
+  params = ddpm.init(jax.random.PRNGKey(0), a, v, t_int)
+  leaves, tree = jax.tree.flatten(params)       # off the zero init, so that the output depends on t
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  np.testing.assert_array_equal(avdit.timestep_features(t_int.astype(jnp.float32), 256),
+                                avdit.timestep_features(t_int, 256))
+  out_int = ddpm.apply(params, a, v, t_int)
+  out_flow = flow.apply(params, a, v, t_int.astype(jnp.float32) / 1000.0)
+  out_next = ddpm.apply(params, a, v, t_int + 1)
+  for x, y, z in zip(out_int, out_flow, out_next):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert np.abs(np.asarray(x - z)).max() > 1e-4          # the output does depend on t

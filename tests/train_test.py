@@ -21,12 +21,14 @@ def load_config(name="gaussian", arg=""):
   return factory.load_config(os.path.join(ROOT, "configs", f"{name}.py") + (f":{arg}" if arg else ""))
 
 
-def test_loss_is_lowest_for_the_exact_denoiser_and_ignores_clean_portions():
+@pytest.mark.parametrize("process", ["ddpm", "flow"])
+def test_loss_is_lowest_for_the_exact_denoiser_and_ignores_clean_portions(process):
   config = load_config()
+  config.diffusion.process = process
   obj = factory.training_objective(config)
   toy = factory.gaussian_toy(config)
   a, v = toy.sample(jax.random.PRNGKey(0), 256)
-  exact = toy.denoiser(obj.schedule.alpha_bar, obj.prediction)
+  exact = toy.denoiser(obj.process, obj.prediction)
   zero = lambda za, zv, t: (jnp.zeros_like(za), jnp.zeros_like(zv))
   loss_fn = jax.jit(lambda d, k: objective.loss_fn(obj, d, a, v, k), static_argnums=0)
   l_exact, aux = loss_fn(exact, jax.random.PRNGKey(1))
@@ -34,11 +36,25 @@ def test_loss_is_lowest_for_the_exact_denoiser_and_ignores_clean_portions():
   assert float(l_exact) < 0.8 * float(l_zero)
   t = np.asarray(aux["t"])
   assert (t == 0).any()                                   # the mixture shows clean portions
+  assert t.dtype == (np.float32 if process == "flow" else np.int32) and t.max() <= obj.process.pure_noise
   # Clean elements carry no loss: the element count matches the noisy cells exactly.
   cells_audio = np.bincount(obj.segments.audio, minlength=config.num_segments) * a.shape[-1]
   cells_video = np.bincount(obj.segments.video, minlength=config.num_segments) * np.prod(v.shape[2:])
   noisy = ((t[:, 0] > 0) * cells_audio).sum() + ((t[:, 1] > 0) * cells_video).sum()
   assert float(aux["strategy_count"].sum()) == noisy
+
+
+def test_bad_process_settings_raise_naming_the_field():
+  config = load_config()
+  config.diffusion.process = "edm"
+  with pytest.raises(ValueError, match="diffusion.process: unknown 'edm'"):
+    factory.training_objective(config)
+  config.diffusion.process, config.diffusion.t_sampling = "ddpm", "logit_normal"
+  with pytest.raises(ValueError, match="diffusion.t_sampling 'logit_normal' is the flow process's"):
+    factory.training_objective(config)
+  config.diffusion.process, config.diffusion.prediction = "flow", "score"
+  with pytest.raises(ValueError, match="diffusion.prediction: unknown 'score' for process 'flow'"):
+    factory.training_objective(config)
 
 
 @pytest.mark.parametrize("schedule,prediction", [("cosine", "v"), ("linear", "epsilon")])

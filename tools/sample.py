@@ -17,6 +17,7 @@ the result by sliding a window one segment at a time (long-form generation). Eac
 
 from absl import app, flags
 
+from avdit_jax.core import sampling
 from avdit_jax.inference import generate
 from avdit_jax.media import mediafile
 
@@ -24,9 +25,11 @@ flags.DEFINE_string("workdir", None, "The run's workdir (configs/quickstart.py's
 flags.DEFINE_string("task", "joint", "A named task or a written mask (see the module docstring).")
 flags.DEFINE_string("input", None, "Media file to condition on (video, and audio where audio is given).")
 flags.DEFINE_float("seconds", 0.0, "Total length; more than one clip continues it segment by segment.")
-flags.DEFINE_float("guidance", None, "MoNL guidance weight (default: the run's sampling.guidance).")
+flags.DEFINE_list("guidance", None, "MoNL guidance weight, or 'audio,video' weights (default: the run's "
+                  "sampling.guidance).")
 flags.DEFINE_integer("steps", None, "Sampling steps (default: the run's sampling.num_steps).")
-flags.DEFINE_enum("sampler", None, ["ddim", "ddpm"], "Sampler (default: the run's).")
+flags.DEFINE_enum("sampler", None, list(sampling.SAMPLERS), "Sampler, one of the run's process's (default: the "
+                  "run's).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("num_samples", 1, "Samples to draw.")
 flags.DEFINE_string("out", None, "Output directory.")
@@ -38,9 +41,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
+    guidance = FLAGS.guidance and tuple(float(w) for w in FLAGS.guidance)
+  except ValueError:
+    raise app.UsageError(f"--guidance={','.join(FLAGS.guidance)}: expected a number or 'audio,video'.") from None
+  guidance = guidance[0] if guidance and len(guidance) == 1 else guidance
+  try:
     written = generate.sample_to_files(FLAGS.workdir, FLAGS.task, FLAGS.out, input_path=FLAGS.input,
                                        seconds=FLAGS.seconds, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-                                       num_steps=FLAGS.steps, guidance=FLAGS.guidance, sampler=FLAGS.sampler)
+                                       num_steps=FLAGS.steps, guidance=guidance, sampler=FLAGS.sampler)
   except (ValueError, FileNotFoundError, mediafile.MediaError) as e:
     raise app.UsageError(f"--task={FLAGS.task} --input={FLAGS.input} --workdir={FLAGS.workdir}: {e}") from None
   for paths in written:

@@ -1,8 +1,9 @@
-"""Gaussian diffusion with a timestep per token: schedules, forward process, targets, loss, reverse steps.
+"""Gaussian diffusion (DDPM) with a timestep per token: schedules, forward process, targets, loss, reverse steps.
 
 Everything is elementwise in the noise level, so each latent element may carry its own t: callers
 broadcast `alpha_bar` to the latent's shape (see `monl.to_frames`). t = 0 means clean
-(alpha_bar = 1); the reverse steps leave clean elements unchanged.
+(alpha_bar = 1); the reverse steps leave clean elements unchanged. `Schedule` is the 'ddpm' process of
+core/process.py (its methods take t, the module's functions alpha_bar); core/flow.py is the other.
 """
 
 from __future__ import annotations
@@ -15,15 +16,49 @@ import numpy as np
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("epsilon", "v")
+SPACINGS = ("uniform", "shifted", "karras")
 
 
 class Schedule(NamedTuple):
-  """alpha_bar[t] for t = 0..T, with alpha_bar[0] = 1 (clean)."""
+  """alpha_bar[t] for t = 0..T, with alpha_bar[0] = 1 (clean); the 'ddpm' process (core/process.py)."""
   alpha_bar: jax.Array  # f32 [T + 1]
+
+  name = "ddpm"
+  predictions = PREDICTIONS
+  continuous = False
 
   @property
   def num_timesteps(self) -> int:
     return self.alpha_bar.shape[0] - 1
+
+  @property
+  def pure_noise(self) -> int:
+    return self.num_timesteps
+
+  def check_prediction(self, prediction: str):
+    if prediction not in PREDICTIONS:
+      raise ValueError(f"diffusion.prediction: unknown {prediction!r} for process 'ddpm'; expected one of "
+                       f"{PREDICTIONS}.")
+
+  def draw_levels(self, key: jax.Array, shape) -> jax.Array:
+    """One noisy level per cell, int32 uniform in [1, T]."""
+    return jax.random.randint(key, shape, 1, self.num_timesteps + 1)
+
+  def coefficients(self, t):
+    abar = self.alpha_bar[t]
+    return jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
+
+  def add_noise(self, x0, eps, t):
+    return add_noise(x0, eps, self.alpha_bar[t])
+
+  def target(self, x0, eps, t, prediction: str):
+    return target(x0, eps, self.alpha_bar[t], prediction)
+
+  def to_x0_and_eps(self, z, output, t, prediction: str):
+    return to_x0_and_eps(z, output, self.alpha_bar[t], prediction)
+
+  def sampling_levels(self, num_steps: int, spacing: str = "uniform", shift: float = 1.0) -> np.ndarray:
+    return sampling_timesteps(self.num_timesteps, num_steps, spacing, shift, np.asarray(self.alpha_bar))
 
 
 def make_schedule(name: str = "cosine", num_timesteps: int = 1000) -> Schedule:
@@ -122,9 +157,42 @@ def ddpm_step(z: jax.Array, x0: jax.Array, alpha_bar: jax.Array, alpha_bar_prev:
   return jnp.where(alpha_bar_prev == alpha_bar, z, z_prev)
 
 
-def sampling_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
-  """Evenly spaced steps ending at T ('trailing' spacing): [t_S = T, ..., t_1, 0], int32 [S + 1]."""
+def sampling_timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform", shift: float = 1.0,
+                       alpha_bar: np.ndarray | None = None) -> np.ndarray:
+  """Steps from T to 0, int32 [S + 1], strictly decreasing.
+
+  'uniform': evenly spaced ending at T ('trailing'); 'shifted': the fractions i / S through the SD3 shift
+  s u / (1 + (s - 1) u) (s > 1 spends more steps near noise); 'karras': sigma = sqrt((1 - abar) / abar)
+  evenly spaced in sigma^(1/7) between sigma(T) and sigma(1) (Karras et al.), each at its nearest t.
+  """
   if not 1 <= num_steps <= num_timesteps:
     raise ValueError(f"sampling.num_steps must be in [1, T = {num_timesteps}], got {num_steps}.")
-  steps = np.round(np.arange(num_steps, -1, -1) * num_timesteps / num_steps).astype(np.int32)
-  return steps
+  if spacing not in SPACINGS:
+    raise ValueError(f"sampling.spacing: unknown {spacing!r} for process 'ddpm'; expected one of {SPACINGS}.")
+  if spacing == "uniform":
+    return np.round(np.arange(num_steps, -1, -1) * num_timesteps / num_steps).astype(np.int32)
+  if spacing == "shifted":
+    if not shift > 0:
+      raise ValueError(f"sampling.shift must be > 0, got {shift}.")
+    u = np.arange(num_steps, 0, -1) / num_steps
+    levels = np.round(num_timesteps * shift * u / (1 + (shift - 1) * u))
+  else:
+    if alpha_bar is None:
+      raise ValueError("karras spacing needs the schedule's alpha_bar.")
+    abar = np.asarray(alpha_bar[1:], np.float64)
+    log_sigma = 0.5 * np.log(np.maximum(1 - abar, 1e-12) / abar)                  # [T], t = 1..T, increasing
+    rho = 7.0
+    hi, lo = np.exp(log_sigma[-1]) ** (1 / rho), np.exp(log_sigma[0]) ** (1 / rho)
+    ramp = np.linspace(0, 1, num_steps) if num_steps > 1 else np.zeros(1)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    levels = 1 + np.abs(np.log(sigmas)[:, None] - log_sigma[None]).argmin(1)
+  levels = np.clip(levels, 1, num_timesteps).astype(np.int64)
+  for i in range(1, num_steps):                      # rounding may merge neighbours: keep them distinct,
+    levels[i] = min(levels[i], levels[i - 1] - 1)    # moving the later one down (then up, if below 1)
+  for i in range(num_steps - 1, -1, -1):
+    levels[i] = max(levels[i], num_steps - i)
+    if i + 1 < num_steps:
+      levels[i] = max(levels[i], levels[i + 1] + 1)
+  if levels[0] > num_timesteps:
+    raise ValueError(f"sampling.spacing {spacing!r}: {num_steps} distinct steps do not fit in T = {num_timesteps}.")
+  return np.concatenate([levels, [0]]).astype(np.int32)

@@ -4,9 +4,11 @@ Latents are flattened to one vector x ~ N(mu, Sigma) of d = Ta*Ca + Tv*H*W*Cv el
 neighbouring segments (an exponential kernel in time) and the two modalities (shared random features
 per element), so that a2v, v2a, continuation and interpolation each have a non-trivial answer.
 
-For per-element noise levels, z = a * x + s * eps with a = sqrt(abar), s = sqrt(1 - abar), and
-  E[eps | z] = S (A Sigma A + S^2)^-1 (z - A mu),
-which is the Bayes-optimal epsilon predictor for any mix of clean (s = 0) and noisy elements.
+For per-element noise levels, z = a * x + s * eps (DDPM: a = sqrt(abar), s = sqrt(1 - abar); rectified
+flow: a = 1 - t, s = t), and with K = A Sigma A + S^2
+  E[eps | z] = S K^-1 (z - A mu),      E[x | z] = mu + Sigma A K^-1 (z - A mu),
+the Bayes-optimal predictors for any mix of clean (s = 0) and noisy elements; any target of the process
+(epsilon, v, the flow's velocity eps - x, x itself) is linear in the two, so its optimum is too.
 Plugged into the sampler in place of the network, it tests the conditioning and sampler math
 independently of learning.
 """
@@ -74,30 +76,30 @@ class GaussianAV:
       mean, cov = self.mean[gen], s_gg
     return gen, mean, cov
 
-  def denoiser(self, alpha_bar: jax.Array, prediction: str = "epsilon"):
-    """The optimal network: apply(audio_z, video_z, t[B, M, N]) -> outputs of the latents' shapes."""
+  def denoiser(self, process, prediction: str = "epsilon"):
+    """The optimal network of a process (core/process.py): apply(audio_z, video_z, t[B, M, N]) -> outputs
+    of the latents' shapes."""
     cov = jnp.asarray(self.cov, jnp.float32)
     mean = jnp.asarray(self.mean, jnp.float32)
+    process.check_prediction(prediction)
 
-    def eps_given_z(a, s, centred):  # a, s: [d] one noise pattern; centred: [B, d] = z - a * mean
+    def posterior(a, s, centred):  # a, s: [d] one noise pattern; centred: [B, d] = z - a * mean
       cov_z = a[:, None] * cov * a[None, :] + jnp.diag(s * s)                        # [d, d]
-      return s * jnp.linalg.solve(cov_z, centred.T).T
+      y = jnp.linalg.solve(cov_z, centred.T)                                          # [d, B]
+      return (mean + (cov @ (a[:, None] * y)).T), (s[:, None] * y).T                  # x0, eps [B, d]
 
     def apply(audio_z, video_z, t):
-      abar_a, abar_v = monl.to_frames(alpha_bar[t], self.segments)
-      abar = self.flatten(jnp.broadcast_to(abar_a, audio_z.shape), jnp.broadcast_to(abar_v, video_z.shape))
-      a, s = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)                                    # [B, d]
+      t_a, t_v = monl.to_frames(t, self.segments)
+      t_flat = self.flatten(jnp.broadcast_to(t_a, audio_z.shape), jnp.broadcast_to(t_v, video_z.shape))
+      a, s = process.coefficients(t_flat)                                            # [B, d]
       centred = self.flatten(audio_z, video_z) - a * mean
       # One factorisation when the whole batch shares a noise pattern (the usual sampling case).
-      eps = jax.lax.cond(
+      x0, eps = jax.lax.cond(
           (t == t[:1]).all(),
-          lambda: eps_given_z(a[0], s[0], centred),
-          lambda: jax.vmap(lambda ai, si, ci: eps_given_z(ai, si, ci[None])[0])(a, s, centred))
-      z = centred + a * mean
-      if prediction == "v":  # v = a eps - s x0, with x0 from z = a x0 + s eps
-        x0 = jnp.where(a > 0, (z - s * eps) / jnp.where(a > 0, a, 1.0), 0.0)
-        eps = a * eps - s * x0
-      return self.unflatten(eps)
+          lambda: posterior(a[0], s[0], centred),
+          lambda: jax.vmap(lambda ai, si, ci: jax.tree.map(lambda r: r[0], posterior(ai, si, ci[None])))(
+              a, s, centred))
+      return self.unflatten(process.target(x0, eps, t_flat, prediction))
 
     return apply
 
@@ -135,3 +137,18 @@ def gaussian_kl(mean_p, cov_p, mean_q, cov_q) -> float:
   _, logdet_p = np.linalg.slogdet(cov_p)
   _, logdet_q = np.linalg.slogdet(cov_q)
   return 0.5 * float(np.trace(q_inv @ cov_p) + diff @ q_inv @ diff - d + logdet_q - logdet_p)
+
+
+def sample_fit(x, mean, cov) -> dict:
+  """How n samples x [n, d] fit N(mean, cov): the KL of their fitted Gaussian from it, the tolerance that
+  finite samples alone explain, and the largest |mean error| in standard errors.
+
+  From finite samples alone that KL is about d (d + 3) / (4 n); the tolerance is twice that plus 0.005 for
+  the discretisation of the reverse process (the sampler tests' rule, with means within 4.5 standard errors).
+  """
+  n, d = x.shape
+  z = np.abs(x.mean(0) - mean) / np.sqrt(np.diag(cov) / n)
+  kl = gaussian_kl(x.mean(0), np.cov(x.T), mean, cov)
+  tolerance = 2 * d * (d + 3) / (4 * n) + 0.005
+  return {"kl": kl, "tolerance": tolerance, "max_z": float(z.max()),
+          "ok": bool(kl < tolerance and z.max() < 4.5)}

@@ -5,7 +5,8 @@ a mixture of strategies; inference turns a task mask (which portions are given)
 into the timestep matrix of each step. Pure numpy/jnp: no model, no I/O.
 
 Conventions used across the package:
-  * t is an integer in [0, T]. t = 0 is clean (no noise, no loss); 1..T are noise levels.
+  * t is a noise level: an integer in [0, T] (the 'ddpm' process) or a float in [0, 1] ('flow').
+    t = 0 is clean (no noise, no loss); anything above is noisy.
   * A task mask is a bool [M, N] array; True = the portion is given (conditioning).
   * Modality index 0 is audio, 1 is video (the paper's order).
 """
@@ -216,20 +217,29 @@ def parse_mask(text: str, num_segments: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- inference timesteps
 
 
+def _level(t) -> jax.Array:
+  """A level as an array: Python ints become int32 (the DDPM index), floats keep their float dtype."""
+  t = jnp.asarray(t)
+  return t.astype(jnp.int32) if jnp.issubdtype(t.dtype, jnp.integer) else t.astype(jnp.float32)
+
+
 def inference_timesteps(mask, t) -> jax.Array:
-  """Given portions at t = 0, generated portions at the current step's t. [M, N] int32."""
-  return jnp.where(jnp.asarray(mask), 0, jnp.asarray(t, jnp.int32)).astype(jnp.int32)
+  """Given portions at t = 0, generated portions at the current step's t. [M, N], t's dtype."""
+  t = _level(t)
+  return jnp.where(jnp.asarray(mask), jnp.zeros_like(t), t)
 
 
-def unconditional_timesteps(mask, t, num_timesteps: int, drop=None) -> jax.Array:
-  """MoNL's guidance-free 'unconditional' pass: the dropped given portions at t = T (pure noise).
+def unconditional_timesteps(mask, t, num_timesteps, drop=None) -> jax.Array:
+  """MoNL's guidance-free 'unconditional' pass: the dropped given portions at the noisiest level
+  (`num_timesteps`: T for DDPM, 1.0 for flow; pure noise).
 
   `drop` (bool [M, N], default: all given portions) picks which conditioning is dropped, e.g. one end
   of an interpolation. Portions given and not dropped stay clean.
   """
   mask = jnp.asarray(mask)
   drop = mask if drop is None else jnp.asarray(drop) & mask
-  return jnp.where(drop, num_timesteps, inference_timesteps(mask, t)).astype(jnp.int32)
+  t = inference_timesteps(mask, t)
+  return jnp.where(drop, jnp.asarray(num_timesteps, t.dtype), t)
 
 
 # ----------------------------------------------------------------------------- training timesteps
@@ -248,7 +258,7 @@ def strategy_probabilities(weights: Mapping[str, float]) -> np.ndarray:
 
 def sample_timesteps(rng: jax.Array, batch_size: int, num_segments: int, num_timesteps: int,
                      probs: np.ndarray, *, clean_prob: float = 0.25,
-                     task: np.ndarray | None = None) -> tuple[jax.Array, jax.Array]:
+                     task: np.ndarray | None = None, draw_levels=None) -> tuple[jax.Array, jax.Array]:
   """Draws a timestep matrix per example from the mixture.
 
   Args:
@@ -258,9 +268,11 @@ def sample_timesteps(rng: jax.Array, batch_size: int, num_segments: int, num_tim
       condition on. If a draw leaves every group clean, one random cell's group is made noisy again
       (a clip with nothing to denoise carries no loss).
     task: bool [M, N] mask for the `conditional` strategy (required when it has weight).
+    draw_levels: (key, shape) -> one noisy level per cell (the process's `draw_levels`, e.g. flow's
+      logit-normal t); default: integers uniform in [1, num_timesteps].
 
   Returns:
-    t: int32 [B, M, N] in [0, T]; strategy: int32 [B], index into STRATEGIES.
+    t: [B, M, N], int32 in [0, T] (or draw_levels' dtype); strategy: int32 [B], index into STRATEGIES.
   """
   probs = np.asarray(probs, dtype=np.float64)
   cond_index = STRATEGIES.index("conditional")
@@ -271,7 +283,10 @@ def sample_timesteps(rng: jax.Array, batch_size: int, num_segments: int, num_tim
   shape = (batch_size, NUM_MODALITIES, num_segments)
   k_strategy, k_level, k_clean, k_row, k_col = jax.random.split(rng, 5)
   strategy = jax.random.choice(k_strategy, len(STRATEGIES), (batch_size,), p=jnp.asarray(probs, jnp.float32))
-  level = jax.random.randint(k_level, shape, 1, num_timesteps + 1)        # one level per cell
+  if draw_levels is None:
+    level = jax.random.randint(k_level, shape, 1, num_timesteps + 1)      # one level per cell
+  else:
+    level = draw_levels(k_level, shape)
   clean = jax.random.bernoulli(k_clean, clean_prob, shape)
   # A random cell per example whose group stays noisy if a draw came out all clean.
   keep_row = jax.random.randint(k_row, (batch_size, 1, 1), 0, NUM_MODALITIES)
@@ -301,8 +316,9 @@ def sample_timesteps(rng: jax.Array, batch_size: int, num_segments: int, num_tim
       all_clean = is_clean.all(axis=(1, 2), keepdims=True)
       t_s = jnp.where(is_clean & ~(all_clean & in_kept_group), 0, t_s)
     candidates.append(t_s)
-  task_t = jnp.zeros(shape, jnp.int32) if task is None else jnp.where(jnp.asarray(task), 0, shared(level, True, True))
+  task_t = (jnp.zeros(shape, level.dtype) if task is None
+            else jnp.where(jnp.asarray(task), jnp.zeros_like(level), shared(level, True, True)))
   candidates.append(task_t)
   stacked = jnp.stack(candidates, axis=1)                                    # [B, S, M, N]
   t = jnp.take_along_axis(stacked, strategy[:, None, None, None], axis=1)[:, 0]
-  return t.astype(jnp.int32), strategy.astype(jnp.int32)
+  return t.astype(level.dtype), strategy.astype(jnp.int32)

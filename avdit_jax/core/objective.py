@@ -1,5 +1,6 @@
 """The MoNL training objective: draw t[m, n] from the mixture, noise each latent frame at its own
-level, predict, and score the noisy frames only. Pure: the network enters as an apply function."""
+level, predict, and score the noisy frames only. Pure: the network enters as an apply function.
+The process (core/process.py: 'ddpm' or 'flow') supplies the levels, the noising and the target."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax.core import diffusion, monl
+from avdit_jax.core import monl
+from avdit_jax.core.diffusion import masked_sq_error
+from avdit_jax.core.process import Process
 
-# apply(audio_z, video_z, t[B, M, N]) -> (audio_out, video_out)
+# apply(audio_z, video_z, t[B, M, N]) -> (audio_out, video_out); t in the process's units (int or float)
 DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity eq/hash: it holds arrays
 class Objective:
   """Everything the loss needs besides the network and the batch; static under jit."""
-  schedule: diffusion.Schedule
+  process: Process
   segments: monl.FrameSegments
   strategy_probs: np.ndarray
   clean_prob: float = 0.25
@@ -32,14 +35,13 @@ class Objective:
     return self.segments.num_segments
 
 
-def make_objective(*, schedule: diffusion.Schedule, segments: monl.FrameSegments,
+def make_objective(*, process: Process, segments: monl.FrameSegments,
                    weights: Mapping[str, float], clean_prob: float = 0.25, task=None,
                    prediction: str = "epsilon", modality_weights=(1.0, 1.0)) -> Objective:
   """Checks the MoNL settings (names, ranges, the task mask) and builds the Objective."""
   if not 0.0 <= clean_prob < 1.0:
     raise ValueError(f"monl.clean_prob must be in [0, 1), got {clean_prob}.")
-  if prediction not in diffusion.PREDICTIONS:
-    raise ValueError(f"diffusion.prediction: unknown {prediction!r}; expected one of {diffusion.PREDICTIONS}.")
+  process.check_prediction(prediction)
   if len(modality_weights) != monl.NUM_MODALITIES or min(modality_weights) < 0:
     raise ValueError(f"monl.modality_weights: expected {monl.NUM_MODALITIES} non-negative weights "
                      f"(audio, video), got {modality_weights}.")
@@ -48,7 +50,7 @@ def make_objective(*, schedule: diffusion.Schedule, segments: monl.FrameSegments
     task = monl.validate_mask(task, segments.num_segments, what="monl.task")
   elif probs[monl.STRATEGIES.index("conditional")] > 0:
     raise ValueError("monl.weights gives the 'conditional' strategy weight but monl.task is not set.")
-  return Objective(schedule, segments, probs, float(clean_prob), task, prediction,
+  return Objective(process, segments, probs, float(clean_prob), task, prediction,
                    tuple(float(w) for w in modality_weights))
 
 
@@ -61,20 +63,19 @@ def loss_fn(objective: Objective, denoise: DenoiseFn, audio: jax.Array, video: j
   """
   batch = audio.shape[0]
   k_t, k_audio, k_video = jax.random.split(rng, 3)
+  process = objective.process
   t, strategy = monl.sample_timesteps(
-      k_t, batch, objective.num_segments, objective.schedule.num_timesteps, objective.strategy_probs,
-      clean_prob=objective.clean_prob, task=objective.task)                       # [B, M, N], [B]
-  abar_a, abar_v = monl.to_frames(objective.schedule.alpha_bar[t], objective.segments)
-  noisy_a, noisy_v = monl.to_frames(t > 0, objective.segments)
+      k_t, batch, objective.num_segments, process.pure_noise, objective.strategy_probs,
+      clean_prob=objective.clean_prob, task=objective.task,
+      draw_levels=process.draw_levels)                                            # [B, M, N], [B]
+  t_a, t_v = monl.to_frames(t, objective.segments)                                # [B, Ta, 1], [B, Tv, 1, 1, 1]
   eps_a = jax.random.normal(k_audio, audio.shape, jnp.float32)
   eps_v = jax.random.normal(k_video, video.shape, jnp.float32)
-  z_a = diffusion.add_noise(audio, eps_a, abar_a)
-  z_v = diffusion.add_noise(video, eps_v, abar_v)
+  z_a = process.add_noise(audio, eps_a, t_a)
+  z_v = process.add_noise(video, eps_v, t_v)
   out_a, out_v = denoise(z_a, z_v, t)
-  sq_a, n_a = diffusion.masked_sq_error(
-      out_a, diffusion.target(audio, eps_a, abar_a, objective.prediction), noisy_a)
-  sq_v, n_v = diffusion.masked_sq_error(
-      out_v, diffusion.target(video, eps_v, abar_v, objective.prediction), noisy_v)
+  sq_a, n_a = masked_sq_error(out_a, process.target(audio, eps_a, t_a, objective.prediction), t_a > 0)
+  sq_v, n_v = masked_sq_error(out_v, process.target(video, eps_v, t_v, objective.prediction), t_v > 0)
   w_a, w_v = objective.modality_weights
   sq = w_a * sq_a + w_v * sq_v                                                    # [B]
   count = w_a * n_a + w_v * n_v                                                   # [B]

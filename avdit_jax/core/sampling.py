@@ -1,10 +1,13 @@
 """One sampler for every task: a mask says which (modality, segment) portions are given.
 
 Given portions are held at their clean values with t = 0 at every step; generated portions follow
-the reverse process (DDPM or DDIM). MoNL guidance needs no null token: the 'unconditional' pass sets
-the dropped given portions to t = T (pure noise), and both passes run as one batched network call:
+the reverse process of either diffusion process (core/process.py) with one of its solvers
+(core/solvers.py): DDPM, DDIM or DPM-Solver++(2M) for 'ddpm'; Euler, Heun or DPM-Solver++(2M) for
+'flow'. MoNL guidance needs no null token: the 'unconditional' pass sets the dropped given portions to
+the noisiest level (pure noise), and both passes run as one batched network call, with a weight per
+modality (audio w_a, video w_v):
 
-  out = out_cond + w * (out_cond - out_uncond)      (w = 0: plain conditional sampling)
+  out_m = out_cond_m + w_m * (out_cond_m - out_uncond_m)      (w = 0: plain conditional sampling)
 
 The loop runs either as a Python loop over one compiled step ('python') or as `lax.fori_loop` inside
 one jit ('fori': one program, the usual winner on TPU/GPU). On this CPU the two are within run-to-run
@@ -15,48 +18,85 @@ elsewhere.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax.core import diffusion, monl
+from avdit_jax.core import diffusion, monl, solvers
 from avdit_jax.core.objective import DenoiseFn
+from avdit_jax.core.process import Process
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = tuple(dict.fromkeys(s for names in solvers.SAMPLERS.values() for s in names))
 LOOPS = ("auto", "python", "fori")
+
+
+def guidance_weights(guidance) -> tuple[float, float]:
+  """sampling.guidance (one number, or an (audio, video) pair) -> (w_audio, w_video), checked."""
+  if isinstance(guidance, (int, float, np.number)):
+    weights = (float(guidance),) * monl.NUM_MODALITIES
+  elif isinstance(guidance, Sequence) and len(guidance) == monl.NUM_MODALITIES:
+    weights = tuple(float(w) for w in guidance)
+  else:
+    raise ValueError(f"sampling.guidance: expected a number or an (audio, video) pair, got {guidance!r}.")
+  if min(weights) < 0:
+    raise ValueError(f"sampling.guidance must be >= 0, got {guidance}.")
+  return weights
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SamplerConfig:
-  schedule: diffusion.Schedule
+  process: Process                    # diffusion.Schedule ('ddpm') or flow.RectifiedFlow ('flow')
   segments: monl.FrameSegments
   num_steps: int = 50
-  sampler: str = "ddim"
+  sampler: str = "ddim"               # solvers.SAMPLERS[process.name]
   eta: float = 0.0                    # DDIM only: 0 deterministic, 1 DDPM-like
   ddpm_variance: str = "small"        # DDPM only: 'small' (posterior) or 'large' (beta)
-  guidance: float = 0.0
+  guidance: float | tuple = 0.0       # one weight, or (audio, video)
   prediction: str = "epsilon"
   loop: str = "auto"
+  spacing: str = "uniform"            # 'uniform' | 'shifted' (both processes) | 'karras' (ddpm)
+  shift: float = 3.0                  # spacing 'shifted': s in s u / (1 + (s - 1) u); > 1 favours noise
 
   def __post_init__(self):
-    if self.sampler not in SAMPLERS:
-      raise ValueError(f"sampling.sampler: unknown {self.sampler!r}; expected one of {SAMPLERS}.")
+    valid = solvers.SAMPLERS[self.process.name]
+    if self.sampler not in valid:
+      raise ValueError(f"sampling.sampler: unknown {self.sampler!r} for process {self.process.name!r}; "
+                       f"expected one of {valid}.")
+    if self.process.name == "flow" and self.sampler == "ddim" and self.eta != 0:
+      raise ValueError("sampling.eta: 'ddim' on the flow process is its deterministic Euler step; eta must be 0.")
     if self.loop not in LOOPS:
       raise ValueError(f"sampling.loop: unknown {self.loop!r}; expected one of {LOOPS}.")
-    if self.prediction not in diffusion.PREDICTIONS:
-      raise ValueError(f"diffusion.prediction: unknown {self.prediction!r}; expected one of "
-                       f"{diffusion.PREDICTIONS}.")
-    if self.guidance < 0:
-      raise ValueError(f"sampling.guidance must be >= 0, got {self.guidance}.")
-    diffusion.sampling_timesteps(self.schedule.num_timesteps, self.num_steps)  # checks num_steps
+    self.process.check_prediction(self.prediction)
+    guidance_weights(self.guidance)
+    self.process.sampling_levels(self.num_steps, self.spacing, self.shift)  # checks num_steps, spacing, shift
+
+  @property
+  def levels(self) -> np.ndarray:
+    """The levels of the steps, noisiest first, ending at 0: [S + 1]."""
+    return self.process.sampling_levels(self.num_steps, self.spacing, self.shift)
+
+  @property
+  def weights(self) -> tuple[float, float]:
+    return guidance_weights(self.guidance)
+
+  @property
+  def guided(self) -> bool:
+    return max(self.weights) > 0
+
+  @property
+  def network_evaluations(self) -> int:
+    return solvers.network_evaluations(self.sampler, self.num_steps)
 
 
 class State(NamedTuple):
   audio: jax.Array   # [B, Ta, Ca]
   video: jax.Array   # [B, Tv, H, W, Cv]
   rng: jax.Array
+  prev_audio: jax.Array | None = None   # multistep solvers: the previous step's x0_hat
+  prev_video: jax.Array | None = None
 
 
 class Condition(NamedTuple):
@@ -72,49 +112,82 @@ def _hold_given(state_a, state_v, cond: Condition, segments):
   return jnp.where(given_a, cond.audio, state_a), jnp.where(given_v, cond.video, state_v)
 
 
-def make_step(denoise: DenoiseFn, config: SamplerConfig):
-  """The reverse step from steps[i] to steps[i + 1]: step(state, i, cond) -> state."""
-  steps = jnp.asarray(diffusion.sampling_timesteps(config.schedule.num_timesteps, config.num_steps))
-  abar_table = config.schedule.alpha_bar
-  big_t = config.schedule.num_timesteps
-  segs = config.segments
-  guided = config.guidance > 0
+def make_predict(denoise: DenoiseFn, config: SamplerConfig):
+  """predict(z_a, z_v, level, cond, key) -> ((x0_a, eps_a), (x0_v, eps_v)): one (guided: batched) network
+  call with the generated portions at `level` and the given ones clean."""
+  process, segs = config.process, config.segments
+  w_a, w_v = config.weights
+  pure = process.pure_noise
 
-  def step(state: State, i: jax.Array, cond: Condition) -> State:
-    batch = state.audio.shape[0]
-    t, t_prev = steps[i], steps[i + 1]
-    rng, k_step, k_uncond = jax.random.split(state.rng, 3)
-    z_a, z_v = _hold_given(state.audio, state.video, cond, segs)
-    t_grid = jnp.broadcast_to(monl.inference_timesteps(cond.mask, t), (batch, *cond.mask.shape))
-    if guided:
-      # Unconditional half: dropped given portions replaced by fresh noise at level T.
-      t_unc = jnp.broadcast_to(monl.unconditional_timesteps(cond.mask, t, big_t, cond.drop), t_grid.shape)
+  def predict(z_a, z_v, level, cond: Condition, key):
+    batch = z_a.shape[0]
+    t_grid = jnp.broadcast_to(monl.inference_timesteps(cond.mask, level), (batch, *cond.mask.shape))
+    if config.guided:
+      # Unconditional half: dropped given portions replaced by fresh noise at the noisiest level.
+      t_unc = jnp.broadcast_to(monl.unconditional_timesteps(cond.mask, level, pure, cond.drop), t_grid.shape)
       drop_a, drop_v = monl.to_frames(cond.drop[None], segs)
-      k_na, k_nv = jax.random.split(k_uncond)
-      abar_big = abar_table[big_t]
-      u_a = jnp.where(drop_a, diffusion.add_noise(z_a, jax.random.normal(k_na, z_a.shape), abar_big), z_a)
-      u_v = jnp.where(drop_v, diffusion.add_noise(z_v, jax.random.normal(k_nv, z_v.shape), abar_big), z_v)
+      k_na, k_nv = jax.random.split(key)
+      u_a = jnp.where(drop_a, process.add_noise(z_a, jax.random.normal(k_na, z_a.shape), pure), z_a)
+      u_v = jnp.where(drop_v, process.add_noise(z_v, jax.random.normal(k_nv, z_v.shape), pure), z_v)
       out_a, out_v = denoise(jnp.concatenate([z_a, u_a]), jnp.concatenate([z_v, u_v]),
                              jnp.concatenate([t_grid, t_unc]))
-      w = config.guidance
-      guide = lambda o: o[:batch] + w * (o[:batch] - o[batch:])
-      out_a, out_v = guide(out_a), guide(out_v)
+      guide = lambda o, w: o[:batch] + w * (o[:batch] - o[batch:])
+      out_a, out_v = guide(out_a, w_a), guide(out_v, w_v)
     else:
       out_a, out_v = denoise(z_a, z_v, t_grid)
-    abar_a, abar_v = monl.to_frames(abar_table[t_grid], segs)
-    prev_grid = monl.inference_timesteps(cond.mask, t_prev)[None]
-    abar_prev_a, abar_prev_v = monl.to_frames(abar_table[prev_grid], segs)
-    k_a, k_v = jax.random.split(k_step)
-    def update(z, out, abar, abar_prev, key):
-      x0, eps = diffusion.to_x0_and_eps(z, out.astype(z.dtype), abar, config.prediction)
-      noise = jax.random.normal(key, z.shape, z.dtype)
-      if config.sampler == "ddim":
-        return diffusion.ddim_step(z, x0, eps, abar, abar_prev, config.eta, noise)
-      return diffusion.ddpm_step(z, x0, abar, abar_prev, noise, config.ddpm_variance)
-    new_a = update(z_a, out_a, abar_a, abar_prev_a, k_a)
-    new_v = update(z_v, out_v, abar_v, abar_prev_v, k_v)
+    return (process.to_x0_and_eps(z_a, out_a.astype(z_a.dtype), level, config.prediction),
+            process.to_x0_and_eps(z_v, out_v.astype(z_v.dtype), level, config.prediction))
+
+  return predict
+
+
+def make_step(denoise: DenoiseFn, config: SamplerConfig):
+  """The reverse step from levels[i] to levels[i + 1]: step(state, i, cond) -> state."""
+  process, segs, sampler = config.process, config.segments, config.sampler
+  levels = jnp.asarray(config.levels)                                             # [S + 1]
+  coef_a, coef_s = process.coefficients(levels)                                   # [S + 1] each
+  lam = solvers.log_snr(coef_a, coef_s)
+  predict = make_predict(denoise, config)
+
+  def step(state: State, i: jax.Array, cond: Condition) -> State:
+    rng, k_step, k_uncond = jax.random.split(state.rng, 3)
+    z_a, z_v = _hold_given(state.audio, state.video, cond, segs)
+    level, level_next = levels[i], levels[i + 1]
+    a, s, a_next, s_next = coef_a[i], coef_s[i], coef_a[i + 1], coef_s[i + 1]
+    (x0_a, eps_a), (x0_v, eps_v) = predict(z_a, z_v, level, cond, k_uncond)
+    prev_a, prev_v = state.prev_audio, state.prev_video
+    if process.name == "ddpm" and sampler in ("ddim", "ddpm"):
+      abar, abar_next = process.alpha_bar[level], process.alpha_bar[level_next]
+      k_a, k_v = jax.random.split(k_step)
+      def update(z, x0, eps, key):
+        noise = jax.random.normal(key, z.shape, z.dtype)
+        if sampler == "ddim":
+          return diffusion.ddim_step(z, x0, eps, abar, abar_next, config.eta, noise)
+        return diffusion.ddpm_step(z, x0, abar, abar_next, noise, config.ddpm_variance)
+      new_a, new_v = update(z_a, x0_a, eps_a, k_a), update(z_v, x0_v, eps_v, k_v)
+    elif sampler in ("euler", "ddim"):                                            # flow
+      new_a = solvers.first_order(x0_a, eps_a, a_next, s_next)
+      new_v = solvers.first_order(x0_v, eps_v, a_next, s_next)
+    elif sampler == "dpm++2m":
+      h, h_prev = lam[i + 1] - lam[i], lam[i] - lam[jnp.maximum(i - 1, 0)]
+      second = (i > 0) & (level_next > 0)
+      new_a = solvers.dpmpp_2m(z_a, x0_a, prev_a, a, s, a_next, s_next, h, h_prev, second)
+      new_v = solvers.dpmpp_2m(z_v, x0_v, prev_v, a, s, a_next, s_next, h, h_prev, second)
+      prev_a, prev_v = x0_a, x0_v
+    else:                                                                         # heun (flow)
+      euler_a = solvers.first_order(x0_a, eps_a, a_next, s_next)
+      euler_v = solvers.first_order(x0_v, eps_v, a_next, s_next)
+
+      def correct(_):
+        e_a, e_v = _hold_given(euler_a, euler_v, cond, segs)
+        (x0n_a, epsn_a), (x0n_v, epsn_v) = predict(e_a, e_v, level_next, cond, k_step)
+        dt = level_next - level
+        return (solvers.heun(z_a, eps_a - x0_a, epsn_a - x0n_a, dt),
+                solvers.heun(z_v, eps_v - x0_v, epsn_v - x0n_v, dt))
+      # The last step (to t = 0) stays Euler's: v at t = 0 is not needed, and it saves a network call.
+      new_a, new_v = jax.lax.cond(level_next > 0, correct, lambda _: (euler_a, euler_v), None)
     new_a, new_v = _hold_given(new_a, new_v, cond, segs)
-    return State(new_a, new_v, rng)
+    return State(new_a, new_v, rng, prev_a, prev_v)
 
   return step
 
@@ -127,12 +200,12 @@ def make_condition(config: SamplerConfig, mask, audio: jax.Array, video: jax.Arr
   guidance's unconditional pass drops (default: all of them).
   """
   segs = config.segments
-  mask = monl.validate_mask(mask, segs.num_segments, allow_nothing_given=config.guidance == 0.0)
+  mask = monl.validate_mask(mask, segs.num_segments, allow_nothing_given=not config.guided)
   if drop is None:
     drop = mask
   else:
     drop = monl.validate_mask(drop, segs.num_segments, what="guidance drop mask") & mask
-    if config.guidance > 0 and not drop.any():
+    if config.guided and not drop.any():
       raise ValueError("guidance drop mask selects none of the given portions; nothing to guide with.")
   if audio.ndim != 3 or video.ndim != 5 or audio.shape[0] != video.shape[0]:
     raise ValueError(f"expected audio [B, Ta, Ca] and video [B, Tv, H, W, Cv] with one batch size, "
@@ -167,6 +240,8 @@ def make_sampler(denoise: DenoiseFn, config: SamplerConfig):
   def run(cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
     k_init, k_a, k_v = jax.random.split(rng, 3)
     state = State(jax.random.normal(k_a, cond.audio.shape), jax.random.normal(k_v, cond.video.shape), k_init)
+    if config.sampler == "dpm++2m":
+      state = state._replace(prev_audio=jnp.zeros_like(state.audio), prev_video=jnp.zeros_like(state.video))
     state = body(state, cond)
     return state.audio, state.video
 

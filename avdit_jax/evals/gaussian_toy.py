@@ -26,7 +26,7 @@ from avdit_jax.train import trainees, trainer
 def exact_run(config) -> frontend.Run:
   """The toy's Bayes-optimal denoiser behind the inference front end: the floor of every task."""
   toy = factory.gaussian_toy(config)
-  return frontend.Run(config, toy.denoiser(factory.schedule(config).alpha_bar, config.diffusion.prediction))
+  return frontend.Run(config, toy.denoiser(factory.process(config), config.diffusion.prediction))
 
 
 def task_errors(config, run: frontend.Run, tasks, *, num_conditions: int, samples_per_condition: int) -> dict:

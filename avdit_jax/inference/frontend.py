@@ -81,7 +81,7 @@ class Run:
 
   def sampler(self, guided: bool, **overrides) -> tuple[sampling.SamplerConfig, Callable]:
     """(config, compiled run(cond, rng)) for config.sampling with overrides; unguided when nothing is given."""
-    key = (tuple(sorted(overrides.items())), guided)
+    key = (tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in overrides.items())), guided)
     if key not in self._samplers:
       cfg = factory.sampler(self.config, **overrides)
       if not guided:

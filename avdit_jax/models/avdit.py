@@ -59,7 +59,7 @@ def sincos(positions: np.ndarray, dim: int, max_period: float = 10000.0) -> np.n
 
 
 def timestep_features(t: jax.Array, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0) -> jax.Array:
-  """Sinusoidal features [cos, sin] of timesteps, traced: [...] -> [..., dim] f32. Frequencies are
+  """Sinusoidal features [cos, sin] of (continuous) timesteps, traced: [...] -> [..., dim] f32. Frequencies are
   max_period^(-i / (dim / 2 - freq_shift)): DiT's with shift 0, diffusers' DiT embedding with shift 1."""
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
@@ -311,6 +311,8 @@ class AVDiT(nn.Module):
     remat: 'none' | 'full' | 'dots' | 'dots_no_batch' rematerialisation of each block.
     scan_layers: scan one block over depth (fast compiles, a 'layers' axis on block params).
     dtype: compute dtype (e.g. bfloat16); params stay `param_dtype`, outputs are float32.
+    time_scale: the timestep embedding sees t * time_scale (t may be continuous): 1 for DDPM's integer
+      t in [0, T], 1000 for flow's t in [0, 1], so both span the same sinusoid frequencies.
   """
   num_segments: int
   depth: int = 12
@@ -324,6 +326,7 @@ class AVDiT(nn.Module):
   scan_layers: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  time_scale: float = 1.0
 
   def _check(self):
     for field, value, allowed in (("attention", self.attention, ATTENTION_IMPLS),
@@ -335,7 +338,7 @@ class AVDiT(nn.Module):
 
   @nn.compact
   def __call__(self, audio, video, t):
-    """audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t int [B, M, N] -> (audio_out, video_out) f32."""
+    """audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t [B, M, N] (int or float) -> (audio_out, video_out) f32."""
     self._check()
     if audio.ndim != 3 or video.ndim != 5 or t.ndim != 3:
       raise ValueError(f"AVDiT expects audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t [B, M, N]; got "
@@ -374,6 +377,7 @@ class AVDiT(nn.Module):
     cells = layout.token_cells()                                                     # (L,) numpy
     la = layout.num_audio_tokens
     runs = {"all": cell_runs(cells), "audio": cell_runs(cells[:la]), "video": cell_runs(cells[la:])}
+    t = t.astype(jnp.float32) * self.time_scale                                      # (B, M, N)
     cond = TimestepEmbedder(self.width, param_dtype=self.param_dtype, name="t_embed")(t)   # (B, M*N, D)
     return nn.silu(cond), runs
 

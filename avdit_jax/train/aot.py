@@ -91,7 +91,8 @@ def compile_train_step(config, devices, options=None, *, keep_hlo: bool = False)
 def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, keep_hlo: bool = False) -> dict:
   """One reverse step of the a2v task with guidance (two network passes, batched) at the training batch."""
   model = setup.model
-  sampler = factory.sampler(config, guidance=max(config.sampling.guidance, 1.0))
+  weights = sampling.guidance_weights(config.sampling.guidance)
+  sampler = factory.sampler(config, guidance=tuple(max(w, 1.0) for w in weights))
   b = config.data.batch_size
   params = setup.abstract_state.params
   batch = trainer.abstract_batch(config, setup)

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 # Config sections that must match for a checkpoint to be restored into a model.
-COMPATIBLE_SECTIONS = ("model", "num_segments")
+COMPATIBLE_SECTIONS = ("model", "num_segments", "diffusion")   # diffusion: a DDPM net is no flow net
 
 
 def _normalized(value):
