@@ -8,14 +8,14 @@ fails to restore (e.g. truncated files) is skipped for the one before it, with a
 from __future__ import annotations
 
 import json
-import os
 import signal
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from avdit_jax import paths
 
 # Config sections that must match for a checkpoint to be restored into a model.
 COMPATIBLE_SECTIONS = ("model", "num_segments")
@@ -26,13 +26,13 @@ def _normalized(value):
 
 
 def directory(workdir: str) -> str:
-  return os.path.abspath(os.path.join(workdir, "checkpoints"))
+  return paths.absolute(paths.join(workdir, "checkpoints"))
 
 
 def require_checkpoints(workdir: str) -> None:
   """A clear error when workdir holds no checkpoint step (before anything is built or restored)."""
-  where = directory(workdir)
-  if not os.path.isdir(where) or not any(d.isdigit() for d in os.listdir(where)):
+  where = paths.path(directory(workdir))
+  if not where.is_dir() or not any(d.name.isdigit() for d in where.iterdir()):
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoints in {where}; train there first.")
 
 
@@ -79,10 +79,10 @@ def check_compatible(saved_config: dict, config: ml_collections.ConfigDict, wher
 
 def _set_aside(manager: ocp.CheckpointManager, step: int, why: str) -> None:
   """Moves an unreadable step to '<step>.corrupt' (kept for inspection, no longer listed)."""
-  where = os.path.join(str(manager.directory), str(step))
+  where = manager.directory / str(step)
   logging.warning("skipping checkpoint %s: %s; moved to %s.corrupt", where, why, where)
   if jax.process_index() == 0:
-    os.replace(where, f"{where}.corrupt")
+    where.rename(manager.directory / f"{step}.corrupt")
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
@@ -96,7 +96,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
   on one mesh restores onto another. Steps that fail to restore are set aside with a warning.
   """
   for step in sorted(manager.all_steps(), reverse=True):
-    where = os.path.join(str(manager.directory), str(step))
+    where = paths.join(manager.directory, str(step))
     try:
       saved_config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly
@@ -114,22 +114,29 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
   return None
 
 
-class PreemptionFlag:
-  """Set by SIGTERM; every process agrees on it at the same step (a collective when multi-process)."""
+class Preemption:
+  """Whether to checkpoint and stop at this step because the job is being preempted (SIGTERM).
+
+  Multi-process: JAX's preemption sync point (jax.distributed starts its service, which takes SIGTERM on any
+  process): every process asks at every step, a local check until a notice arrives, and all of them get True
+  at the same step; no collective per step. One process: a SIGTERM handler's flag."""
 
   def __init__(self):
+    from jax._src import distributed
+    self._sync = distributed.global_state.client is not None
     self._raised = False
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
+    self._previous = None if self._sync else signal.signal(signal.SIGTERM, self._handler)
 
   def _handler(self, signum, frame):
     logging.warning("SIGTERM: saving a checkpoint at the next step, then exiting")
     self._raised = True
 
-  def reached(self) -> bool:
-    if jax.process_count() == 1:
-      return self._raised
-    from jax.experimental import multihost_utils
-    return bool(np.asarray(multihost_utils.process_allgather(np.asarray(self._raised))).any())
+  def reached(self, step: int) -> bool:
+    if self._sync:
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._raised
 
   def close(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
