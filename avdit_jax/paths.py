@@ -31,8 +31,8 @@ PathLike = str | os.PathLike
 DEFAULT_WAIT_S = 3600.0
 
 
-def path(p: PathLike) -> epath.Path:
-  return epath.Path(p)
+def path(*parts: PathLike) -> epath.Path:
+  return epath.Path(*parts)
 
 
 def is_remote(p: PathLike) -> bool:
@@ -59,14 +59,15 @@ def append_text(p: PathLike, text: str) -> None:
   target.write_text((target.read_text() if target.exists() else "") + text)
 
 
-def wait_for(ready: Callable[[], bool], what: str, *, timeout_s: float = DEFAULT_WAIT_S,
+def wait_for(ready: Callable[[], bool], what: str | Callable[[], str], *, timeout_s: float = DEFAULT_WAIT_S,
              poll_s: float = 1.0) -> None:
-  """Polls `ready()` until it holds; after timeout_s a TimeoutError naming `what` (a peer may have died)."""
+  """Polls `ready()` until it holds; after timeout_s a TimeoutError naming `what` (a string, or a function
+  that says what is still missing then): a peer may have died."""
   deadline = time.monotonic() + timeout_s
   while not ready():
     if time.monotonic() > deadline:
-      raise TimeoutError(f"waited {timeout_s:.0f}s for {what}; the process that writes it may have died "
-                         "(its log says why).")
+      raise TimeoutError(f"waited {timeout_s:g}s for {what() if callable(what) else what}; the process that "
+                         "writes it may have died (its log says why).")
     time.sleep(poll_s)
 
 

@@ -16,13 +16,13 @@ with an ETA.
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
 import ml_collections
 from absl import logging
 
+from avdit_jax import paths
 from avdit_jax.data import datasets, latents
 from avdit_jax.evals import clip_tasks, evaluators
 from avdit_jax.inference import codec, tokenize
@@ -51,39 +51,40 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the report's path."""
   started = time.time()
-  tfds_dir = config.pipeline.tfds_dir or os.path.join(workdir, "tfds")
+  tfds_dir = config.pipeline.tfds_dir or paths.join(workdir, "tfds")
   _stage(0, f"data set {config.pipeline.dataset}", started)
   datasets.prepare(config.pipeline.dataset, tfds_dir)
 
   tokenizers = {}
   for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
     _stage(i, name, started)
-    sub, run_dir = tokenizer_config(config, name, tfds_dir), os.path.join(workdir, name)
+    sub, run_dir = tokenizer_config(config, name, tfds_dir), paths.join(workdir, name)
     trainer.train_and_evaluate(sub, run_dir, evaluators.for_config(sub, run_dir))   # writes its report.md
     tokenizers[name] = codec.load(run_dir)
   pair = codec.Codec(tokenizers["video_tokenizer"], tokenizers["audio_tokenizer"])
 
   _stage(3, "tokenize the training split", started)
-  latents_dir = os.path.join(workdir, "latents", "train")
+  latents_dir = paths.join(workdir, "latents", "train")
   meta = tokenize.tokenize_split(pair, config.pipeline.dataset, "train", tfds_dir, latents_dir,
                                  num_segments=config.avdit.num_segments,
-                                 process_index=jax.process_index(), process_count=jax.process_count())
+                                 process_index=jax.process_index(), process_count=jax.process_count(),
+                                 wait_timeout_s=config.pipeline.wait_timeout_s)
   if meta is None:                      # other processes: wait for process 0's metadata
-    while not os.path.exists(os.path.join(latents_dir, latents.METADATA)):
-      time.sleep(1.0)
+    metadata = paths.path(latents_dir) / latents.METADATA
+    paths.wait_for(metadata.exists, f"{metadata} (process 0 writes it after tokenizing)",
+                   timeout_s=config.pipeline.wait_timeout_s)
     meta = latents.Metadata.read(latents_dir)
 
   _stage(4, "AVDiT with MoNL on the latents, evaluated on every task", started)
   sub = avdit_config(config, latents_dir, meta)
-  run_dir, path = os.path.join(workdir, "avdit"), os.path.join(workdir, "report.md")
+  run_dir, path = paths.join(workdir, "avdit"), paths.join(workdir, "report.md")
   evals = evaluators.for_config(sub, run_dir, pair=pair, dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
-                                report_path=path, media_dir=os.path.join(workdir, "samples"))
+                                report_path=path, media_dir=paths.join(workdir, "samples"))
   trainer.train_and_evaluate(sub, run_dir, evals)
   last = next((ev.last for ev in evals if isinstance(ev, clip_tasks.ClipTasks)), None)
   if last is not None and jax.process_index() == 0:
     report = clip_tasks.markdown(last, elapsed_s=time.time() - started)
-    with open(path, "w") as f:
-      f.write(report)
+    paths.path(path).write_text(report)
     print(report)
   logging.info("the job took %.0fs; report: %s", time.time() - started, path)
   return path

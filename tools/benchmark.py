@@ -24,6 +24,9 @@ Prints:
     matmul peak), fusions around a batched matmul (attention with its softmax), copies, and the other
     elementwise work of the forward pass, the backward pass and the update. XLA runs independent ops side
     by side on the cores, so op times add up to more than the wall time; their shares are what to read;
+  * preemption: steps/s of an uninterrupted 2-process run (launch/local.py, 4 CPU devices each,
+    configs/gaussian.py) with JAX's preemption sync point checked every step and with the preemption service
+    off (no check), interleaved --preemption_rounds times, best of each; not in the default set (minutes);
   * torch: this train step's time over the same step written in PyTorch (tools/torch_reference.py, eager,
     the faster of its two attention forms), each in its own subprocess, with glibc's malloc and, where
     installed, with tcmalloc. Needs `pip install torch==2.13.0`.
@@ -71,6 +74,8 @@ flags.DEFINE_integer("segments", 4, "N time segments.")
 flags.DEFINE_enum("shapes", "dit", ["dit", "quickstart"],
                   "dit: the latent shapes below; quickstart: the quickstart's AVDiT stage (its latents' shapes and "
                   "patches; give --variant=mini --batch=32 --segments=3 for the whole stage).")
+flags.DEFINE_integer("preemption_rounds", 2, "Interleaved rounds of the 2-process runs of --only=preemption.")
+flags.DEFINE_integer("preemption_steps", 300, "Train steps of each 2-process run of --only=preemption.")
 flags.DEFINE_integer("malloc_rounds", 2, "Interleaved rounds of the malloc subprocesses (best of each is kept).")
 flags.DEFINE_string("attention", None,
                     "model.attention (avdit_jax.models.avdit.ATTENTION_IMPLS); default: the config's.")
@@ -250,6 +255,29 @@ def malloc_rows() -> list:
   return rows
 
 
+def preemption_rows() -> list:
+  """Steps/s of 2-process runs with the preemption check (JAX's sync point, every step) and without it."""
+  n = FLAGS.preemption_steps
+  best = {}
+  for _ in range(FLAGS.preemption_rounds):
+    for service in ("true", "false"):
+      with tempfile.TemporaryDirectory() as workdir:
+        cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--devices_per_process=4",
+               "--", sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py", f"--workdir={workdir}",
+               f"--config.train.num_steps={n}", f"--config.train.log_every={n}",
+               f"--config.checkpoint.every_steps={n}", "--config.evals.gaussian_toy.tasks=()"]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                             env=dict(os.environ, JAX_ENABLE_PREEMPTION_SERVICE=service))
+        if out.returncode:
+          raise RuntimeError(f"2-process run failed:\n{out.stdout[-3000:]}")
+        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+        rate = next(r["steps_per_sec"] for r in reversed(rows) if "steps_per_sec" in r)
+        best[service] = max(best.get(service, 0.0), rate)
+  on, off = best["true"], best["false"]
+  return [(f"2-process train step, preemption sync point / no check ({n} steps, configs/gaussian.py)",
+           f"{1e3 / on:.1f} / {1e3 / off:.1f} ms", f"{off / on:.3f}x the unchecked step time")]
+
+
 def main(_):
   if FLAGS.only == ["train_inner"]:    # the malloc subprocesses
     config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
@@ -307,9 +335,9 @@ def main(_):
     n = FLAGS.sample_steps
     for loop in ("python", "fori"):
       sampler = factory.sampler(config, num_steps=n, loop=loop)
-      run = sampling.make_sampler(avdit.denoiser(net, params), sampler)
+      run = sampling.make_sampler(avdit.network(net), sampler)
       cond = sampling.make_condition(sampler, monl.a2v(FLAGS.segments), audio, video)
-      t_run = speed.best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
+      t_run = speed.best_time(run, params, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
       rows.append((f"sampling {n} steps, {loop} loop", f"{t_run * 1e3:.0f} ms vs {n} x {t_fwd * 1e3:.0f} ms",
                    f"{t_run / (n * t_fwd):.3f}x of {n} forward passes"))
     rows.append(("sampling default loop on this backend", sampling.default_loop(), ""))
@@ -337,6 +365,8 @@ def main(_):
     rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
                  f"{fsdp / one:.3f}x"))
 
+  if "preemption" in FLAGS.only:
+    rows += preemption_rows()
   if "malloc" in FLAGS.only:
     rows += malloc_rows()
 

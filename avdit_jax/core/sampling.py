@@ -6,6 +6,10 @@ the dropped given portions to t = T (pure noise), and both passes run as one bat
 
   out = out_cond + w * (out_cond - out_uncond)      (w = 0: plain conditional sampling)
 
+The network comes with its params as an argument of the compiled programs, `network(params, audio, video, t)`,
+so sharded params are used where they live and new params (a later checkpoint, an evaluator's next call) run
+the same programs without retracing; a network without params takes None (`without_params`).
+
 The loop runs either as a Python loop over one compiled step ('python') or as `lax.fori_loop` inside
 one jit ('fori': one program, the usual winner on TPU/GPU). On this CPU the two are within run-to-run
 noise of each other (tools/benchmark.py; WORKSPACE.md); 'auto' picks 'python' on CPU and 'fori'
@@ -15,7 +19,8 @@ elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +28,9 @@ import numpy as np
 
 from avdit_jax.core import diffusion, monl
 from avdit_jax.core.objective import DenoiseFn
+
+# network(params, audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t [B, M, N]) -> (audio_out, video_out)
+Network = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 SAMPLERS = ("ddim", "ddpm")
 LOOPS = ("auto", "python", "fori")
@@ -72,15 +80,20 @@ def _hold_given(state_a, state_v, cond: Condition, segments):
   return jnp.where(given_a, cond.audio, state_a), jnp.where(given_v, cond.video, state_v)
 
 
-def make_step(denoise: DenoiseFn, config: SamplerConfig):
-  """The reverse step from steps[i] to steps[i + 1]: step(state, i, cond) -> state."""
+def without_params(denoise: DenoiseFn) -> Network:
+  """A denoise(audio, video, t) that needs no params (e.g. the Gaussian toy's exact one) as a Network."""
+  return lambda params, audio, video, t: denoise(audio, video, t)
+
+
+def make_step(network: Network, config: SamplerConfig):
+  """The reverse step from steps[i] to steps[i + 1]: step(state, i, cond, params) -> state."""
   steps = jnp.asarray(diffusion.sampling_timesteps(config.schedule.num_timesteps, config.num_steps))
   abar_table = config.schedule.alpha_bar
   big_t = config.schedule.num_timesteps
   segs = config.segments
   guided = config.guidance > 0
 
-  def step(state: State, i: jax.Array, cond: Condition) -> State:
+  def step(state: State, i: jax.Array, cond: Condition, params) -> State:
     batch = state.audio.shape[0]
     t, t_prev = steps[i], steps[i + 1]
     rng, k_step, k_uncond = jax.random.split(state.rng, 3)
@@ -94,13 +107,13 @@ def make_step(denoise: DenoiseFn, config: SamplerConfig):
       abar_big = abar_table[big_t]
       u_a = jnp.where(drop_a, diffusion.add_noise(z_a, jax.random.normal(k_na, z_a.shape), abar_big), z_a)
       u_v = jnp.where(drop_v, diffusion.add_noise(z_v, jax.random.normal(k_nv, z_v.shape), abar_big), z_v)
-      out_a, out_v = denoise(jnp.concatenate([z_a, u_a]), jnp.concatenate([z_v, u_v]),
+      out_a, out_v = network(params, jnp.concatenate([z_a, u_a]), jnp.concatenate([z_v, u_v]),
                              jnp.concatenate([t_grid, t_unc]))
       w = config.guidance
       guide = lambda o: o[:batch] + w * (o[:batch] - o[batch:])
       out_a, out_v = guide(out_a), guide(out_v)
     else:
-      out_a, out_v = denoise(z_a, z_v, t_grid)
+      out_a, out_v = network(params, z_a, z_v, t_grid)
     abar_a, abar_v = monl.to_frames(abar_table[t_grid], segs)
     prev_grid = monl.inference_timesteps(cond.mask, t_prev)[None]
     abar_prev_a, abar_prev_v = monl.to_frames(abar_table[prev_grid], segs)
@@ -148,31 +161,36 @@ def default_loop() -> str:
   return "python" if jax.default_backend() == "cpu" else "fori"
 
 
-def make_sampler(denoise: DenoiseFn, config: SamplerConfig):
-  """run(cond, rng) -> (audio, video) latents, f32, given portions equal to their clean values.
+def make_sampler(network: Network, config: SamplerConfig):
+  """run(params, cond, rng) -> (audio, video) latents, f32, given portions equal to their clean values.
 
-  Compiles once per input shape: the task mask is an argument, so every task shares one program.
+  Compiles once per input shape and sharding: the task mask and the params are arguments, so every task and
+  every params tree of one shape share one program.
   """
-  step = make_step(denoise, config)
+  step = make_step(network, config)
   loop = default_loop() if config.loop == "auto" else config.loop
   if loop == "fori":
-    body = jax.jit(lambda s, c: jax.lax.fori_loop(0, config.num_steps, lambda i, x: step(x, i, c), s))
+    body = jax.jit(lambda s, c, p: jax.lax.fori_loop(0, config.num_steps, lambda i, x: step(x, i, c, p), s))
   else:
     body_step = jax.jit(step, donate_argnums=0)
-    def body(state, cond):
+    def body(state, cond, params):
       for i in range(config.num_steps):
-        state = body_step(state, np.int32(i), cond)
+        state = body_step(state, np.int32(i), cond, params)
       return state
 
-  def run(cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  @jax.jit
+  def init(cond: Condition, rng: jax.Array) -> State:   # jitted: the state lives where cond and rng do
     k_init, k_a, k_v = jax.random.split(rng, 3)
-    state = State(jax.random.normal(k_a, cond.audio.shape), jax.random.normal(k_v, cond.video.shape), k_init)
-    state = body(state, cond)
+    return State(jax.random.normal(k_a, cond.audio.shape), jax.random.normal(k_v, cond.video.shape), k_init)
+
+  def run(params, cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    state = body(init(cond, rng), cond, params)
     return state.audio, state.video
 
   return run
 
 
-def sample(denoise: DenoiseFn, config: SamplerConfig, cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sample(network: Network, config: SamplerConfig, cond: Condition, rng: jax.Array,
+           params=None) -> tuple[jax.Array, jax.Array]:
   """One-off sampling of the task in `cond` (from make_condition); see make_sampler to sample repeatedly."""
-  return make_sampler(denoise, config)(cond, rng)
+  return make_sampler(network, config)(params, cond, rng)

@@ -77,6 +77,23 @@ def check_compatible(saved_config: dict, config: ml_collections.ConfigDict, wher
                        f"config asks for {live.get(key)}; use a fresh --workdir or the checkpoint's config.")
 
 
+def check_param_shapes(manager: ocp.CheckpointManager, step: int, abstract_params, where: str) -> None:
+  """The checkpoint's params must have the shapes the config builds (data shapes and model fields both set
+  them): otherwise an error naming the first arrays that differ, rather than setting the step aside as corrupt.
+  A step whose metadata does not read is left to the restore (and set aside if that fails too)."""
+  try:
+    saved = ocp.StandardCheckpointer().metadata(manager.directory / str(step) / "state").item_metadata.tree["params"]
+    saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+  except Exception:  # noqa: BLE001 - unreadable metadata: the restore decides
+    return
+  built = {jax.tree_util.keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  differ = [f"{k} {saved.get(k, 'missing')} saved, {v} built" for k, v in built.items() if saved.get(k) != v]
+  if differ:
+    raise ValueError(f"checkpoint {where} holds params of other shapes than this config builds ({'; '.join(differ[:3])}"
+                     f"{'; ...' if len(differ) > 3 else ''}): config.data's shapes or config.model differ from the "
+                     "run's; use a fresh --workdir or the checkpoint's config.")
+
+
 def _set_aside(manager: ocp.CheckpointManager, step: int, why: str) -> None:
   """Moves an unreadable step to '<step>.corrupt' (kept for inspection, no longer listed)."""
   where = manager.directory / str(step)
@@ -103,6 +120,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
       _set_aside(manager, step, f"its config cannot be read ({type(e).__name__}: {e})")
       continue
     check_compatible(saved_config, config, where)
+    check_param_shapes(manager, step, abstract_state.params, where)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -119,13 +137,18 @@ class Preemption:
 
   Multi-process: JAX's preemption sync point (jax.distributed starts its service, which takes SIGTERM on any
   process): every process asks at every step, a local check until a notice arrives, and all of them get True
-  at the same step; no collective per step. One process: a SIGTERM handler's flag."""
+  at the same step; no collective per step. One process: a SIGTERM handler's flag. Multi-process with the
+  service off (JAX_ENABLE_PREEMPTION_SERVICE=false): no check, and a warning that SIGTERM will not checkpoint."""
 
   def __init__(self):
     from jax._src import distributed
-    self._sync = distributed.global_state.client is not None
+    multiprocess = distributed.global_state.client is not None
+    self._sync = multiprocess and distributed.global_state.preemption_sync_manager is not None
     self._raised = False
-    self._previous = None if self._sync else signal.signal(signal.SIGTERM, self._handler)
+    self._previous = None if multiprocess else signal.signal(signal.SIGTERM, self._handler)
+    if multiprocess and not self._sync:
+      logging.warning("JAX's preemption service is off (jax_enable_preemption_service): SIGTERM will stop this "
+                      "run without a checkpoint")
 
   def _handler(self, signum, frame):
     logging.warning("SIGTERM: saving a checkpoint at the next step, then exiting")
@@ -135,7 +158,7 @@ class Preemption:
     if self._sync:
       from jax.experimental import multihost_utils
       return multihost_utils.reached_preemption_sync_point(step)
-    return self._raised
+    return self._raised                # stays False in a multi-process run without the service
 
   def close(self):
     if self._previous is not None:
