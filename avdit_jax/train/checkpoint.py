@@ -82,7 +82,7 @@ def check_param_shapes(manager: ocp.CheckpointManager, step: int, abstract_param
   them): otherwise an error naming the first arrays that differ, rather than setting the step aside as corrupt.
   A step whose metadata does not read is left to the restore (and set aside if that fails too)."""
   try:
-    saved = ocp.StandardCheckpointer().metadata(manager.directory / str(step) / "state").item_metadata.tree["params"]
+    saved = ocp.StandardCheckpointHandler().metadata(manager.directory / str(step) / "state").tree["params"]
     saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
   except Exception:  # noqa: BLE001 - unreadable metadata: the restore decides
     return
