@@ -28,9 +28,10 @@ def quickstart_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gcs():
-  """A GCS emulator (gcp-storage-emulator, in memory) in its own process, with bucket 'bkt'; every gs:// path of
-  this process and of the processes it starts goes there (gcsfs and the Google client by STORAGE_EMULATOR_HOST,
-  tensorstore, which orbax writes arrays with, by TENSORSTORE_GCS_HTTP_URL). Yields the bucket's URL."""
+  """A GCS emulator (gcp-storage-emulator, in memory; tests/gcs_emulator.py) in its own process, with bucket 'bkt';
+  every gs:// path of this process and of the processes it starts goes there (gcsfs and the Google client by
+  STORAGE_EMULATOR_HOST, tensorstore, which orbax writes arrays with, by TENSORSTORE_GCS_HTTP_URL). Yields
+  the bucket's URL."""
   import socket
   import subprocess
   import sys
@@ -40,8 +41,8 @@ def gcs():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   url = f"http://127.0.0.1:{port}"
-  server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-                             f"--port={port}", "--in-memory", "--default-bucket=bkt", "--quiet"])
+  server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), str(port)],
+                            stderr=subprocess.DEVNULL)
   deadline = time.time() + 60
   while True:
     try:
