@@ -1,8 +1,9 @@
 """gcp-storage-emulator as conftest's `gcs` runs it: in memory, bucket 'bkt', on the port given.
 
 One fix over the PyPI server: its object reads (media and metadata) carry no `x-goog-generation` header (real
-GCS always sends it), and tensorstore, which writes orbax's arrays, then reads an existing object's generation as malformed
-("Malformed StorageGeneration", seen on a second checkpoint in one process). The header is added here.
+GCS always sends it), and tensorstore, which writes orbax's arrays, then reads an existing object's generation
+as malformed ("Malformed StorageGeneration", seen on a second checkpoint in one process). The header is added
+here.
 
   python tests/gcs_emulator.py PORT
 """
