@@ -7,6 +7,7 @@ and raises errors that name the field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import jax.numpy as jnp
 import ml_collections
@@ -46,9 +47,11 @@ def check_override(config: ml_collections.ConfigDict, override: str, where: str 
       level = f"config.{'.'.join(walked)}" if walked else "the top level"
       keys = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
       found = _find_key(config, key)
-      hint = f"; {key!r} exists at {', '.join(found)}" if found else ""
+      close = difflib.get_close_matches(key, keys, n=1)
+      hint = (f"; {key!r} exists at {', '.join(found)}." if found else
+              f'. Did you mean "{close[0]}"?' if close else ".")
       listing = f"the keys there are {keys}" if keys else f"config.{'.'.join(walked)} is a value, not a section"
-      raise ValueError(f"--config.{name}: {where} has no {key!r} at {level} ({listing}){hint}.")
+      raise ValueError(f"--config.{name}: {where} has no {key!r} at {level} ({listing}){hint}")
     node, walked = node[key], walked + [key]
 
 
