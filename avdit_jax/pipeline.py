@@ -51,6 +51,8 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the report's path."""
   started = time.time()
+  for name in ("video_tokenizer", "audio_tokenizer", "avdit"):    # every stage's loop, before the first compiles
+    trainer.check_loop_config(config[name], f"config.{name}")
   tfds_dir = config.pipeline.tfds_dir or paths.join(workdir, "tfds")
   _stage(0, f"data set {config.pipeline.dataset}", started)
   datasets.prepare(config.pipeline.dataset, tfds_dir)

@@ -226,13 +226,14 @@ POSITIVE_FIELDS = ("train.num_steps", "train.log_every", "checkpoint.every_steps
                    "data.batch_size")
 
 
-def check_loop_config(config: ml_collections.ConfigDict) -> None:
-  """Intervals and sizes of the loop are positive whole numbers: one error naming the field, before compiling."""
+def check_loop_config(config: ml_collections.ConfigDict, where: str = "config") -> None:
+  """Intervals and sizes of the loop are positive whole numbers: one error naming the field, before compiling
+  (`where`: the config's name in the error, e.g. 'config.avdit' for a stage of the main job)."""
   for name in POSITIVE_FIELDS:
     section, field = name.split(".")
     value = config[section][field]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ValueError(f"config.{name} must be a whole number >= 1, got {value!r}.")
+      raise ValueError(f"{where}.{name} must be a whole number >= 1, got {value!r}.")
 
 
 class Evaluator(Protocol):
