@@ -26,7 +26,9 @@ Prints:
     by side on the cores, so op times add up to more than the wall time; their shares are what to read;
   * preemption: steps/s of an uninterrupted 2-process run (launch/local.py, 4 CPU devices each,
     configs/gaussian.py) with JAX's preemption sync point checked every step and with the preemption service
-    off (no check), interleaved --preemption_rounds times, best of each; not in the default set (minutes);
+    off (no check), interleaved --preemption_rounds times, best of each, and the cost of one check (the sync
+    point against the allgather of a flag the loop used before; `--only=preemption_calls` alone); not in the
+    default set (minutes);
   * torch: this train step's time over the same step written in PyTorch (tools/torch_reference.py, eager,
     the faster of its two attention forms), each in its own subprocess, with glibc's malloc and, where
     installed, with tcmalloc. Needs `pip install torch==2.13.0`.
@@ -255,6 +257,35 @@ def malloc_rows() -> list:
   return rows
 
 
+# Run by launch/local.py in 2 processes (it appends --coordinator_address/--num_processes/--process_id): the cost of
+# one preemption check, JAX's sync point against the allgather of a flag that the loop used before.
+PREEMPTION_CALLS = """
+import sys, time
+import numpy as np
+import jax
+from jax.experimental import multihost_utils
+args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if "=" in a)
+jax.distributed.initialize(args["coordinator_address"], int(args["num_processes"]), int(args["process_id"]))
+t = time.perf_counter()
+for i in range(20000):
+  multihost_utils.reached_preemption_sync_point(i)
+sync = (time.perf_counter() - t) / 20000
+t = time.perf_counter()
+for i in range(50):
+  multihost_utils.process_allgather(np.asarray(False))
+print(f"CALLS {sync} {(time.perf_counter() - t) / 50}", flush=True)
+"""
+
+
+def preemption_call_rows() -> list:
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--", sys.executable,
+                        "-c", PREEMPTION_CALLS], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  sync, gather = (max(v) for v in zip(*[map(float, line.split()[-2:]) for line in out.stdout.splitlines()
+                                          if "CALLS" in line]))
+  return [("preemption check per step, 2 processes: sync point / allgather of a flag (the old check)",
+           f"{sync * 1e6:.2f} us / {gather * 1e3:.2f} ms", f"{gather / sync:.0f}x")]
+
+
 def preemption_rows() -> list:
   """Steps/s of 2-process runs with the preemption check (JAX's sync point, every step) and without it."""
   n = FLAGS.preemption_steps
@@ -365,6 +396,8 @@ def main(_):
     rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
                  f"{fsdp / one:.3f}x"))
 
+  if "preemption_calls" in FLAGS.only or "preemption" in FLAGS.only:
+    rows += preemption_call_rows()
   if "preemption" in FLAGS.only:
     rows += preemption_rows()
   if "malloc" in FLAGS.only:
