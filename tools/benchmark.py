@@ -278,8 +278,9 @@ print(f"CALLS {sync} {(time.perf_counter() - t) / 50}", flush=True)
 
 
 def preemption_call_rows() -> list:
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--", sys.executable,
-                        "-c", PREEMPTION_CALLS], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  launch = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--"]
+  out = subprocess.run(launch + [sys.executable, "-c", PREEMPTION_CALLS], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
   sync, gather = (max(v) for v in zip(*[map(float, line.split()[-2:]) for line in out.stdout.splitlines()
                                           if "CALLS" in line]))
   return [("preemption check per step, 2 processes: sync point / allgather of a flag (the old check)",
