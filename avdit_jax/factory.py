@@ -7,6 +7,7 @@ and raises errors that name the field.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import jax.numpy as jnp
 import ml_collections
@@ -33,6 +34,47 @@ def load_config(spec: str, *, relative_to: str | None = None) -> ml_collections.
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def check_override(config: ml_collections.ConfigDict, override: str, where: str = "the config") -> None:
+  """`a.b.c=value` (a --config.a.b.c flag without its prefix) must name a field that exists in `config`;
+  otherwise a one-line ValueError naming the override, the keys at the level where it went wrong and, for a
+  misplaced key, where that name does exist."""
+  name = override.split("=", 1)[0]
+  node, walked = config, []
+  for key in name.split("."):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or key not in node:
+      level = f"config.{'.'.join(walked)}" if walked else "the top level"
+      keys = sorted(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+      found = _find_key(config, key)
+      close = difflib.get_close_matches(key, keys, n=1)
+      hint = (f"; {key!r} exists at {', '.join(found)}." if found else
+              f'. Did you mean "{close[0]}"?' if close else ".")
+      listing = f"the keys there are {keys}" if keys else f"config.{'.'.join(walked)} is a value, not a section"
+      raise ValueError(f"--config.{name}: {where} has no {key!r} at {level} ({listing}){hint}")
+    node, walked = node[key], walked + [key]
+
+
+def _find_key(node, key: str, prefix: str = "config") -> list[str]:
+  found = []
+  if isinstance(node, (ml_collections.ConfigDict, dict)):
+    for k in node.keys():
+      if k == key:
+        found.append(f"{prefix}.{k}")
+      found += _find_key(node[k], key, f"{prefix}.{k}")
+  return found
+
+
+def check_command_line(argv) -> None:
+  """Before absl parses anything: the --config file loads and every --config.a.b=v names an existing field
+  (one-line errors for main.py instead of a traceback from inside flag parsing)."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  overrides = [a[len("--config."):] for a in argv if a.startswith("--config.")]
+  if spec is None or not overrides:
+    return
+  config = load_config(spec)
+  for override in overrides:
+    check_override(config, override, where=spec)
 
 
 def _dtype(name: str, field: str):

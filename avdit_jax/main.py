@@ -10,11 +10,14 @@ from avdit_jax.perf import malloc
 
 MALLOC = malloc.restart_with_mimalloc() if __name__ == "__main__" else "malloc as it was (main imported, not run)"
 
+import os
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from avdit_jax import pipeline
+from avdit_jax import factory, pipeline
 from avdit_jax.evals import evaluators
 from avdit_jax.inference import frontend
 from avdit_jax.train import trainer
@@ -38,8 +41,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.multiprocess:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    logging.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count())
+    logging.info("process %d of %d (pid %d), %d local / %d global devices", jax.process_index(),
+                 jax.process_count(), os.getpid(), jax.local_device_count(), jax.device_count())
   logging.info("%s (python tools/benchmark.py --only=malloc)", MALLOC)
   config, workdir = FLAGS.config, FLAGS.workdir
   logging.info("config:\n%s", config)
@@ -55,5 +58,9 @@ def main(argv):
   trainer.train_and_evaluate(config, workdir, evaluators.for_config(config, workdir))
 
 if __name__ == "__main__":
+  try:                                 # a bad --config file or override: one line, not a flag-parsing traceback
+    factory.check_command_line(sys.argv[1:])
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
   logging.set_verbosity(logging.INFO)
   app.run(main)

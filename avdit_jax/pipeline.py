@@ -20,13 +20,13 @@ with an ETA.
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
 import ml_collections
 from absl import logging
 
+from avdit_jax import paths
 from avdit_jax.data import datasets, latents
 from avdit_jax.evals import clip_tasks, evaluators
 from avdit_jax.inference import codec, frontend, tokenize
@@ -55,56 +55,54 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the report's path."""
   started = time.time()
-  tfds_dir = config.pipeline.tfds_dir or os.path.join(workdir, "tfds")
+  for name in ("video_tokenizer", "audio_tokenizer", "avdit"):    # every stage's loop, before the first compiles
+    trainer.check_loop_config(config[name], f"config.{name}")
+  tfds_dir = config.pipeline.tfds_dir or paths.join(workdir, "tfds")
   _stage(0, f"data set {config.pipeline.dataset}", started)
   datasets.prepare(config.pipeline.dataset, tfds_dir)
 
   tokenizers = {}
   for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
     _stage(i, name, started)
-    sub, run_dir = tokenizer_config(config, name, tfds_dir), os.path.join(workdir, name)
+    sub, run_dir = tokenizer_config(config, name, tfds_dir), paths.join(workdir, name)
     trainer.train_and_evaluate(sub, run_dir, evaluators.for_config(sub, run_dir))   # writes its report.md
     tokenizers[name] = codec.load(run_dir)
   pair = codec.Codec(tokenizers["video_tokenizer"], tokenizers["audio_tokenizer"])
 
   _stage(3, "tokenize the training split", started)
-  latents_dir = os.path.join(workdir, "latents", "train")
-  meta = tokenize.tokenize_split(pair, config.pipeline.dataset, "train", tfds_dir, latents_dir,
-                                 num_segments=config.avdit.num_segments,
-                                 process_index=jax.process_index(), process_count=jax.process_count())
-  if meta is None:                      # other processes: wait for process 0's metadata
-    while not os.path.exists(os.path.join(latents_dir, latents.METADATA)):
-      time.sleep(1.0)
-    meta = latents.Metadata.read(latents_dir)
+  latents_dir = paths.join(workdir, "latents", "train")
+  meta = _tokenized(pair, config.pipeline.dataset, tfds_dir, latents_dir, config.avdit.num_segments,
+                    config.pipeline.wait_timeout_s)
 
   _stage(4, "AVDiT with MoNL on the latents, evaluated on every task", started)
   sub = avdit_config(config, latents_dir, meta)
-  run_dir, path = os.path.join(workdir, "avdit"), os.path.join(workdir, "report.md")
+  run_dir, path = paths.join(workdir, "avdit"), paths.join(workdir, "report.md")
   evals = evaluators.for_config(sub, run_dir, pair=pair, dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
-                                report_path=path, media_dir=os.path.join(workdir, "samples"))
+                                report_path=path, media_dir=paths.join(workdir, "samples"))
   trainer.train_and_evaluate(sub, run_dir, evals)
   last = next((ev.last for ev in evals if isinstance(ev, clip_tasks.ClipTasks)), None)
   if last is not None and jax.process_index() == 0:
     report = clip_tasks.markdown(last, elapsed_s=time.time() - started)
-    with open(path, "w") as f:
-      f.write(report)
+    paths.path(path).write_text(report)
     print(report)
   logging.info("the job took %.0fs; report: %s", time.time() - started, path)
   return path
 
 
+def _tokenized(pair, dataset: str, tfds_dir: str, latents_dir: str, num_segments: int, wait_timeout_s: float):
+  """The split tokenized into latents_dir (each process its shards; the others wait for process 0's metadata)."""
+  meta = tokenize.tokenize_split(pair, dataset, "train", tfds_dir, latents_dir, num_segments=num_segments,
+                                 process_index=jax.process_index(), process_count=jax.process_count(),
+                                 wait_timeout_s=wait_timeout_s)
+  if meta is None:
+    metadata = paths.path(latents_dir) / latents.METADATA
+    paths.wait_for(metadata.exists, f"{metadata} (process 0 writes it after tokenizing)", timeout_s=wait_timeout_s)
+    meta = latents.Metadata.read(latents_dir)
+  return meta
+
+
 FINETUNE_STAGES = ("data set from the folder", "tokenize with the base tokenizers", "LoRA fine-tuning",
                    "the base model on the same clips")
-
-
-def _tokenized(pair, dataset, tfds_dir, latents_dir, num_segments):
-  meta = tokenize.tokenize_split(pair, dataset, "train", tfds_dir, latents_dir, num_segments=num_segments,
-                                 process_index=jax.process_index(), process_count=jax.process_count())
-  while meta is None:                   # other processes: wait for process 0's metadata
-    if os.path.exists(os.path.join(latents_dir, latents.METADATA)):
-      meta = latents.Metadata.read(latents_dir)
-    time.sleep(1.0)
-  return meta
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -115,34 +113,33 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> str:
     if not c[field]:
       raise ValueError(f"config.finetune.{field} is empty: give --config.finetune.{field}=... (see "
                        "configs/finetune_lora.py).")
-  base_avdit = os.path.join(c.base, "avdit")
-  if not os.path.isdir(os.path.join(c.base, "video_tokenizer")) or not os.path.isdir(base_avdit):
+  base_avdit = paths.join(c.base, "avdit")
+  if not (paths.path(c.base) / "video_tokenizer").is_dir() or not paths.path(base_avdit).is_dir():
     raise FileNotFoundError(f"config.finetune.base {c.base}: expected a finished main job (configs/quickstart.py) "
                             "with video_tokenizer/, audio_tokenizer/ and avdit/.")
-  tfds_dir = c.tfds_dir or os.path.join(workdir, "tfds")
+  tfds_dir = c.tfds_dir or paths.join(workdir, "tfds")
   logging.info("=== fine-tuning 1/4: %s (%s)", FINETUNE_STAGES[0], c.folder)
   datasets.prepare(c.dataset, tfds_dir, manual_dir=c.folder)
   logging.info("=== fine-tuning 2/4: %s (%.0fs)", FINETUNE_STAGES[1], time.time() - started)
   pair = codec.load_pair(c.base)
-  latents_dir = os.path.join(workdir, "latents", "train")
-  meta = _tokenized(pair, c.dataset, tfds_dir, latents_dir, config.avdit.num_segments)
+  latents_dir = paths.join(workdir, "latents", "train")
+  meta = _tokenized(pair, c.dataset, tfds_dir, latents_dir, config.avdit.num_segments, c.wait_timeout_s)
   logging.info("=== fine-tuning 3/4: %s (%.0fs)", FINETUNE_STAGES[2], time.time() - started)
   sub = avdit_config(config, latents_dir, meta)
   sub.init_from = base_avdit
-  run_dir = os.path.join(workdir, "avdit")
+  run_dir = paths.join(workdir, "avdit")
   where = dict(dataset=c.eval_dataset, tfds_dir=tfds_dir)
-  evals = evaluators.for_config(sub, run_dir, pair=pair, **where, media_dir=os.path.join(workdir, "samples"))
+  evals = evaluators.for_config(sub, run_dir, pair=pair, **where, media_dir=paths.join(workdir, "samples"))
   state = trainer.train_and_evaluate(sub, run_dir, evals)
   logging.info("=== fine-tuning 4/4: %s (%.0fs)", FINETUNE_STAGES[3], time.time() - started)
   tuned = next(ev for ev in evals if isinstance(ev, clip_tasks.ClipTasks))
   base = clip_tasks.evaluate(checkpoint.saved_config(base_avdit), {"model": frontend.Run.load(base_avdit)}, pair,
                              tuned.tasks, tuned.section, **where, systems=("model",))
   trained, total = trainable.for_config(sub).count(state.params)
-  path = os.path.join(workdir, "report.md")
+  path = paths.join(workdir, "report.md")
   if jax.process_index() == 0:
     report = finetune_markdown(tuned.last, base, trained, total, config, time.time() - started)
-    with open(path, "w") as f:
-      f.write(report)
+    paths.path(path).write_text(report)
     print(report)
   return path
 

@@ -25,7 +25,7 @@ def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
   # base: a finished main job's workdir (its tokenizers and AVDiT); folder: the user's media files.
   c.finetune = dict(base="", folder="", dataset="av_folder/small", tfds_dir="",
-                    eval_dataset="synthetic_av/small_unseen")
+                    eval_dataset="synthetic_av/small_unseen", wait_timeout_s=q.pipeline.wait_timeout_s)
   a = q.avdit                               # the base's model config: the converted params must fit it
   a.train.update(trainable="lora", num_steps=600, log_every=50)
   a.train.lora = dict(rank=8, alpha=8.0, targets=("q", "k", "v", "out", "mlp"))

@@ -25,7 +25,9 @@ def get_config(arg: str = ""):
   if arg not in ("", "test"):
     raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; expected '' or 'test'.")
   c = ml_collections.ConfigDict()
-  c.pipeline = dict(dataset="synthetic_av/small", tfds_dir="")      # tfds_dir '' = WORKDIR/tfds
+  # tfds_dir '' = WORKDIR/tfds; wait_timeout_s: how long a process waits for another's files (latent shards,
+  # metadata) before it gives up with an error naming them (a peer may have died).
+  c.pipeline = dict(dataset="synthetic_av/small", tfds_dir="", wait_timeout_s=3600.0)
   c.video_tokenizer = _load("tokenizer_video.py", arg)
   c.audio_tokenizer = _load("tokenizer_audio.py", arg)
 

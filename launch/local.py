@@ -38,6 +38,7 @@ def main() -> int:
     cmd = command + ["--multiprocess", f"--coordinator_address={address}",
                      f"--num_processes={args.num_processes}", f"--process_id={i}"]
     procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    print(f"[launch] process {i}: pid {procs[-1].pid}", flush=True)    # e.g. to send one of them SIGTERM
 
   def relay(i, proc):
     for line in proc.stdout:

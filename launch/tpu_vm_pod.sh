@@ -3,7 +3,7 @@
 # jax.distributed finds the coordinator, process count and index from the TPU environment.
 #
 #   launch/tpu_vm_pod.sh TPU_NAME ZONE WORKDIR CONFIG [--config.a.b=v ...]
-#   launch/tpu_vm_pod.sh my-v5p us-east5-a gs://bucket/runs/avdit_b configs/quickstart.py --config.model.variant=B
+#   launch/tpu_vm_pod.sh my-v5p us-east5-a gs://bucket/runs/avdit_b configs/quickstart.py --config.avdit.model.variant=B
 #
 # The repository is copied to every worker and installed with the [tpu] extra first.
 set -euo pipefail

@@ -138,3 +138,38 @@ def test_checkpoint_of_another_model_config_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"checkpoint .*/4 was written with config.model = .*'variant': 'tiny'"):
     trainer.train_and_evaluate(config, str(tmp_path))
   shutil.rmtree(tmp_path)
+
+
+def test_checkpoint_of_other_shapes_is_refused_not_set_aside(tmp_path):
+  trainer.train_and_evaluate(_config(num_steps=K), str(tmp_path))
+  config = _config(num_steps=2 * K)
+  config.data.audio_shape = (8, 4)                       # audio_embed's kernel becomes [8, 64] (saved: [4, 64])
+  with pytest.raises(ValueError, match=r"checkpoint .*/4 holds params of other shapes than this config builds "
+                                       r"\(\['audio_embed'\]\['kernel'\] \(4, 64\) saved, \(8, 64\) built"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(K)]      # nothing set aside
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
+  trainer.train_and_evaluate(_config(num_steps=K), str(tmp_path))
+  path = tmp_path / "metrics.jsonl"
+  whole = path.read_text()
+  path.write_text(whole + '{"step": 5, "loss": 0.12')          # a kill in the middle of writing step 5's row
+  trainer.train_and_evaluate(_config(num_steps=K + 1), str(tmp_path))
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(1, K + 2))
+  path.write_text(whole.replace('"step": 2,', '"step": 2, oops', 1))   # not torn: a broken row in the middle
+  with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a metrics row"):
+    trainer.train_and_evaluate(_config(num_steps=K + 1), str(tmp_path))
+
+
+@pytest.mark.parametrize("field,value", [("train.log_every", 0), ("checkpoint.every_steps", 0),
+                                         ("train.num_steps", -1), ("data.batch_size", 0),
+                                         ("checkpoint.max_to_keep", 0)])
+def test_intervals_and_sizes_must_be_positive_before_anything_compiles(field, value, monkeypatch):
+  config = _config()
+  section, name = field.split(".")
+  config[section][name] = value
+  monkeypatch.setattr(trainer, "build", lambda *a, **k: pytest.fail("built before the check"))
+  with pytest.raises(ValueError, match=rf"^config.{field} must be a whole number >= 1, got {value}\.$"):
+    trainer.train_and_evaluate(config, "")

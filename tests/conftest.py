@@ -24,3 +24,44 @@ def quickstart_run(tmp_path_factory):
   config = factory.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart.py") + ":test")
   report = pipeline.run(config, str(root))
   return root, config, report
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A GCS emulator (gcp-storage-emulator, in memory; tests/gcs_emulator.py) in its own process, with bucket 'bkt';
+  every gs:// path of this process and of the processes it starts goes there (gcsfs and the Google client by
+  STORAGE_EMULATOR_HOST, tensorstore, which orbax writes arrays with, by TENSORSTORE_GCS_HTTP_URL). Yields
+  the bucket's URL."""
+  import socket
+  import subprocess
+  import sys
+  import time
+  import urllib.request
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  url = f"http://127.0.0.1:{port}"
+  server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "gcs_emulator.py"), str(port)],
+                            stderr=subprocess.DEVNULL)
+  deadline = time.time() + 60
+  while True:
+    try:
+      urllib.request.urlopen(f"{url}/storage/v1/b/bkt", timeout=2)
+      break
+    except OSError:
+      if time.time() > deadline or server.poll() is not None:
+        server.kill()
+        raise RuntimeError("the GCS emulator did not start") from None
+      time.sleep(0.2)
+  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "x",
+         "GOOGLE_CLOUD_PROJECT": "test"}
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  yield "gs://bkt"
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+  server.terminate()
+  server.wait(timeout=30)

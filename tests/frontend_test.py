@@ -45,7 +45,7 @@ def test_given_portions_come_back_in_the_data_units(config):
                           dict(audio_mean=[1.0, -2.0], audio_std=[3.0, 0.5], video_mean=[0.5, 0.0],
                                video_std=[2.0, 4.0]))
   plain = gaussian_toy.exact_run(config)
-  scaled = frontend.Run(config, plain.denoise, latents.Normalizer(meta))
+  scaled = frontend.Run(config, plain.network, plain.params, latents.Normalizer(meta))
   a, v = _clips(config)
   mask = monl.a2v(config.num_segments)
   got_a, got_v = scaled.sample(mask, a, v, jax.random.PRNGKey(0))
@@ -69,7 +69,7 @@ def test_extend_continues_the_newest_latents(config):
       return super().sample(mask, audio, video, rng, **kw)
 
   base = gaussian_toy.exact_run(config)
-  run = Recording(config, base.denoise)
+  run = Recording(config, base.network)
   a, v = _clips(config)
   out_a, out_v = run.extend(a, v, 3, jax.random.PRNGKey(1), guidance=0.0)
   seg = run.segments

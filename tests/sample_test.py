@@ -37,7 +37,7 @@ def _draw(task_mask, schedule, prediction="epsilon", seed=0, **fields):
   a0, v0 = TOY.sample(jax.random.PRNGKey(100 + seed), 1)
   cond = sampling.make_condition(config, task_mask, jnp.repeat(a0, NUM_SAMPLES, 0),
                                  jnp.repeat(v0, NUM_SAMPLES, 0))
-  audio, video = sampling.sample(TOY.denoiser(schedule, prediction), config, cond,
+  audio, video = sampling.sample(sampling.without_params(TOY.denoiser(schedule, prediction)), config, cond,
                                  jax.random.PRNGKey(seed))
   return np.asarray(TOY.flatten(audio, video), np.float64), (a0, v0)
 
@@ -125,7 +125,7 @@ def test_a_sampling_step_costs_about_one_forward_pass(guidance):
   state = sampling.State(audio, video, jax.random.PRNGKey(0))
 
   def one_step(p, s, c):
-    return sampling.make_step(lambda a, v, tt: net.apply(p, a, v, tt), config)(s, jnp.int32(0), c)
+    return sampling.make_step(lambda params, a, v, tt: net.apply(params, a, v, tt), config)(s, jnp.int32(0), c, p)
 
   step_flops = jax.jit(one_step).lower(params, state, cond).compile().cost_analysis()["flops"]
   rows = 2 if guidance else 1

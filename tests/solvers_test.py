@@ -36,7 +36,8 @@ def _sampler(process_name):
   process, fields = BEST[process_name]
   config = sampling.SamplerConfig(process, SEGS, prediction="v", loop="fori", **fields)
   assert config.network_evaluations <= 20
-  return config, sampling.make_sampler(TOY.denoiser(process, "v"), config)
+  network = sampling.without_params(TOY.denoiser(process, "v"))
+  return config, functools.partial(sampling.make_sampler(network, config), None)
 
 
 @pytest.mark.parametrize("process_name", sorted(BEST))
@@ -70,13 +71,13 @@ def _reference_output(x, t):
 def _our_trajectory(config, z0):
   """Every audio state of our sampler from z0 on the joint task (all generated; the video is ignored)."""
   denoise = lambda a, v, t: (_toy_model(a, t[0, 0, 0]), jnp.zeros_like(v))
-  step = jax.jit(sampling.make_step(denoise, config))
+  step = jax.jit(sampling.make_step(sampling.without_params(denoise), config))
   audio, video = jnp.asarray(z0, jnp.float32), jnp.zeros((z0.shape[0], 5, 2, 2, 1))
   cond = sampling.make_condition(config, monl.joint(N), audio, video)
   state = sampling.State(audio, video, jax.random.PRNGKey(0), jnp.zeros_like(audio), jnp.zeros_like(video))
   states = []
   for i in range(config.num_steps):
-    state = step(state, jnp.int32(i), cond)
+    state = step(state, jnp.int32(i), cond, None)
     states.append(np.asarray(state.audio, np.float64))
   return states
 
@@ -157,7 +158,8 @@ def test_euler_at_many_steps_converges_to_heun():
   def draw(sampler, steps):
     config = sampling.SamplerConfig(process, SEGS, num_steps=steps, sampler=sampler, prediction="v", loop="fori")
     cond = sampling.make_condition(config, mask, jnp.repeat(a0, 64, 0), jnp.repeat(v0, 64, 0))
-    return np.asarray(TOY.flatten(*sampling.sample(TOY.denoiser(process, "v"), config, cond, jax.random.PRNGKey(3))))
+    return np.asarray(TOY.flatten(*sampling.sample(sampling.without_params(TOY.denoiser(process, "v")), config, cond,
+                                                         jax.random.PRNGKey(3))))
   heun = draw("heun", 32)
   far, near = (np.abs(draw("euler", steps) - heun).max() for steps in (8, 512))
   assert near < 0.02 < far, (near, far)
@@ -179,7 +181,7 @@ def test_audio_weight_alone_leaves_the_video_unguided():
                                     guidance=w)
     cond = sampling.make_condition(config, mask, a, v)
     state = sampling.State(*TOY.sample(jax.random.PRNGKey(1), 4), jax.random.PRNGKey(2))
-    out[w] = jax.jit(sampling.make_step(denoise, config))(state, jnp.int32(1), cond)
+    out[w] = jax.jit(sampling.make_step(sampling.without_params(denoise), config))(state, jnp.int32(1), cond, None)
   np.testing.assert_array_equal(out[(2.0, 0.0)].video, out[(0.0, 0.0)].video)
   gen_a = np.asarray(monl.to_frames(jnp.asarray(~mask)[None], SEGS)[0][0, :, 0])
   assert np.abs(np.asarray(out[(2.0, 0.0)].audio - out[(0.0, 0.0)].audio)[:, gen_a]).min() > 1e-3

@@ -26,6 +26,11 @@ Prints:
     matmul peak), fusions around a batched matmul (attention with its softmax), copies, and the other
     elementwise work of the forward pass, the backward pass and the update. XLA runs independent ops side
     by side on the cores, so op times add up to more than the wall time; their shares are what to read;
+  * preemption: steps/s of an uninterrupted 2-process run (launch/local.py, 4 CPU devices each,
+    configs/gaussian.py) with JAX's preemption sync point checked every step and with the preemption service
+    off (no check), interleaved --preemption_rounds times, best of each, and the cost of one check (the sync
+    point against the allgather of a flag the loop used before; `--only=preemption_calls` alone); not in the
+    default set (minutes);
   * torch: this train step's time over the same step written in PyTorch (tools/torch_reference.py, eager,
     the faster of its two attention forms), each in its own subprocess, with glibc's malloc and, where
     installed, with tcmalloc. Needs `pip install torch==2.13.0`.
@@ -73,6 +78,8 @@ flags.DEFINE_integer("segments", 4, "N time segments.")
 flags.DEFINE_enum("shapes", "dit", ["dit", "quickstart"],
                   "dit: the latent shapes below; quickstart: the quickstart's AVDiT stage (its latents' shapes and "
                   "patches; give --variant=mini --batch=32 --segments=3 for the whole stage).")
+flags.DEFINE_integer("preemption_rounds", 2, "Interleaved rounds of the 2-process runs of --only=preemption.")
+flags.DEFINE_integer("preemption_steps", 300, "Train steps of each 2-process run of --only=preemption.")
 flags.DEFINE_integer("malloc_rounds", 2, "Interleaved rounds of the malloc subprocesses (best of each is kept).")
 flags.DEFINE_string("attention", None,
                     "model.attention (avdit_jax.models.avdit.ATTENTION_IMPLS); default: the config's.")
@@ -253,6 +260,59 @@ def malloc_rows() -> list:
   return rows
 
 
+# Run by launch/local.py in 2 processes (it appends --coordinator_address/--num_processes/--process_id): the cost of
+# one preemption check, JAX's sync point against the allgather of a flag that the loop used before.
+PREEMPTION_CALLS = """
+import sys, time
+import numpy as np
+import jax
+from jax.experimental import multihost_utils
+args = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if "=" in a)
+jax.distributed.initialize(args["coordinator_address"], int(args["num_processes"]), int(args["process_id"]))
+t = time.perf_counter()
+for i in range(20000):
+  multihost_utils.reached_preemption_sync_point(i)
+sync = (time.perf_counter() - t) / 20000
+t = time.perf_counter()
+for i in range(50):
+  multihost_utils.process_allgather(np.asarray(False))
+print(f"CALLS {sync} {(time.perf_counter() - t) / 50}", flush=True)
+"""
+
+
+def preemption_call_rows() -> list:
+  launch = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--"]
+  out = subprocess.run(launch + [sys.executable, "-c", PREEMPTION_CALLS], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+  sync, gather = (max(v) for v in zip(*[map(float, line.split()[-2:]) for line in out.stdout.splitlines()
+                                          if "CALLS" in line]))
+  return [("preemption check per step, 2 processes: sync point / allgather of a flag (the old check)",
+           f"{sync * 1e6:.2f} us / {gather * 1e3:.2f} ms", f"{gather / sync:.0f}x")]
+
+
+def preemption_rows() -> list:
+  """Steps/s of 2-process runs with the preemption check (JAX's sync point, every step) and without it."""
+  n = FLAGS.preemption_steps
+  best = {}
+  for _ in range(FLAGS.preemption_rounds):
+    for service in ("true", "false"):
+      with tempfile.TemporaryDirectory() as workdir:
+        cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--devices_per_process=4",
+               "--", sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py", f"--workdir={workdir}",
+               f"--config.train.num_steps={n}", f"--config.train.log_every={n}",
+               f"--config.checkpoint.every_steps={n}", "--config.evals.gaussian_toy.tasks=()"]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
+                             env=dict(os.environ, JAX_ENABLE_PREEMPTION_SERVICE=service))
+        if out.returncode:
+          raise RuntimeError(f"2-process run failed:\n{out.stdout[-3000:]}")
+        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+        rate = next(r["steps_per_sec"] for r in reversed(rows) if "steps_per_sec" in r)
+        best[service] = max(best.get(service, 0.0), rate)
+  on, off = best["true"], best["false"]
+  return [(f"2-process train step, preemption sync point / no check ({n} steps, configs/gaussian.py)",
+           f"{1e3 / on:.1f} / {1e3 / off:.1f} ms", f"{off / on:.3f}x the unchecked step time")]
+
+
 def main(_):
   if FLAGS.only == ["train_inner"]:    # the malloc subprocesses
     config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
@@ -310,9 +370,9 @@ def main(_):
     n = FLAGS.sample_steps
     for loop in ("python", "fori"):
       sampler = factory.sampler(config, num_steps=n, loop=loop)
-      run = sampling.make_sampler(avdit.denoiser(net, params), sampler)
+      run = sampling.make_sampler(avdit.network(net), sampler)
       cond = sampling.make_condition(sampler, monl.a2v(FLAGS.segments), audio, video)
-      t_run = speed.best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
+      t_run = speed.best_time(run, params, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
       rows.append((f"sampling {n} steps, {loop} loop", f"{t_run * 1e3:.0f} ms vs {n} x {t_fwd * 1e3:.0f} ms",
                    f"{t_run / (n * t_fwd):.3f}x of {n} forward passes"))
     rows.append(("sampling default loop on this backend", sampling.default_loop(), ""))
@@ -350,6 +410,10 @@ def main(_):
     rows.append((f"train state per device: LoRA (rank {tuned.train.lora.rank}, {trained / total:.2%} of the params "
                  "train) / full fine-tuning", f"{lora / 2**20:.1f} / {full / 2**20:.1f} MiB", f"{lora / full:.3f}x"))
 
+  if "preemption_calls" in FLAGS.only or "preemption" in FLAGS.only:
+    rows += preemption_call_rows()
+  if "preemption" in FLAGS.only:
+    rows += preemption_rows()
   if "malloc" in FLAGS.only:
     rows += malloc_rows()
 

@@ -13,6 +13,7 @@ not depend on them) sampling a2v with the quickstart's guidance (one batched cal
 sample at batch --batch, the fastest of --repeats after a compiling call.
 """
 
+import functools
 import os
 import time
 
@@ -78,7 +79,7 @@ def kl_rows(nfes) -> list[str]:
     for nfe in nfes:
       config = sampling.SamplerConfig(process, segs, num_steps=steps_for(sampler, nfe), sampler=sampler,
                                       prediction="v", loop="fori", spacing=spacing, shift=shift)
-      run = sampling.make_sampler(toy.denoiser(process, "v"), config)
+      run = functools.partial(sampling.make_sampler(sampling.without_params(toy.denoiser(process, "v")), config), None)
       cells, ok = [], True
       for mask in TASKS.values():
         x = np.asarray(toy.flatten(*run(sampling.make_condition(config, mask, audio, video), jax.random.PRNGKey(0))),
@@ -112,7 +113,7 @@ def wall_rows(nfes) -> list[str]:
       net_p = net.clone(time_scale=1000.0 if process.name == "flow" else 1.0)
       config = sampling.SamplerConfig(process, segs, num_steps=steps_for(sampler, nfe), sampler=sampler,
                                       prediction="v", guidance=3.0, spacing=spacing, shift=shift)
-      run = sampling.make_sampler(avdit.denoiser(net_p, params), config)
+      run = functools.partial(sampling.make_sampler(avdit.network(net_p), config), params)
       cond = sampling.make_condition(config, monl.a2v(segments), audio, video)
       seconds = speed.best_time(run, cond, jax.random.PRNGKey(0), repeats=FLAGS.repeats)
       lines.append(f"| {process.name} | {sampler} | {spacing} | {config.network_evaluations} | "

@@ -12,8 +12,6 @@ Multi-process: run the same command with --process_index=p --process_count=P on 
 writes metadata.json once every shard is done.
 """
 
-import os
-
 from absl import app, flags
 
 flags.DEFINE_string("video_workdir", None, "Workdir of the trained video tokenizer.")
@@ -27,6 +25,7 @@ flags.DEFINE_integer("num_shards", 4, "encode: number of ArrayRecord shards.")
 flags.DEFINE_integer("batch_size", 8, "Clips per tokenizer call.")
 flags.DEFINE_integer("process_index", 0, "encode: this process (multi-process runs).")
 flags.DEFINE_integer("process_count", 1, "encode: number of processes.")
+flags.DEFINE_float("wait_timeout_s", 3600.0, "encode: how long process 0 waits for the other processes' shards.")
 flags.DEFINE_string("latents", None, "decode: a latent directory.")
 flags.DEFINE_integer("num_clips", 4, "decode: how many clips.")
 flags.mark_flags_as_required(["video_workdir", "audio_workdir", "out"])
@@ -38,6 +37,7 @@ def main(argv):
     raise app.UsageError("usage: tools/tokenize_av.py encode|decode --flags (see the docstring)")
   import numpy as np
 
+  from avdit_jax import paths
   from avdit_jax.data import clips, latents
   from avdit_jax.inference import codec, tokenize
   pair = codec.Codec(codec.load(FLAGS.video_workdir), codec.load(FLAGS.audio_workdir))
@@ -47,7 +47,7 @@ def main(argv):
     meta = tokenize.tokenize_split(pair, FLAGS.dataset, FLAGS.split, FLAGS.data_dir, FLAGS.out,
                                    num_segments=FLAGS.num_segments, num_shards=FLAGS.num_shards,
                                    batch_size=FLAGS.batch_size, process_index=FLAGS.process_index,
-                                   process_count=FLAGS.process_count)
+                                   process_count=FLAGS.process_count, wait_timeout_s=FLAGS.wait_timeout_s)
     if meta is not None:
       print(f"{meta.num_clips} clips -> {FLAGS.out}: audio {meta.audio_shape}, video {meta.video_shape}")
     return
@@ -55,10 +55,9 @@ def main(argv):
     raise app.UsageError("--latents is required for decode.")
   meta = latents.Metadata.read(FLAGS.latents)
   records = latents.read_clips(FLAGS.latents, meta, FLAGS.num_clips)
-  os.makedirs(FLAGS.out, exist_ok=True)
   audio, frames = pair.decode(np.stack([r["audio"] for r in records]), np.stack([r["video"] for r in records]))
   for r, a, f in zip(records, audio, frames):
-    stem = os.path.join(FLAGS.out, r["clip_id"].replace("/", "_"))
+    stem = paths.join(FLAGS.out, r["clip_id"].replace("/", "_"))
     print(clips.write_clip(stem, f, a, pair.spec))
 
 

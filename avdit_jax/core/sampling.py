@@ -9,6 +9,10 @@ modality (audio w_a, video w_v):
 
   out_m = out_cond_m + w_m * (out_cond_m - out_uncond_m)      (w = 0: plain conditional sampling)
 
+The network comes with its params as an argument of the compiled programs, `network(params, audio, video, t)`,
+so sharded params are used where they live and new params (a later checkpoint, an evaluator's next call) run
+the same programs without retracing; a network without params takes None (`without_params`).
+
 The loop runs either as a Python loop over one compiled step ('python') or as `lax.fori_loop` inside
 one jit ('fori': one program, the usual winner on TPU/GPU). On this CPU the two are within run-to-run
 noise of each other (tools/benchmark.py; WORKSPACE.md); 'auto' picks 'python' on CPU and 'fori'
@@ -18,8 +22,8 @@ elsewhere.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,9 @@ import numpy as np
 from avdit_jax.core import diffusion, monl, solvers
 from avdit_jax.core.objective import DenoiseFn
 from avdit_jax.core.process import Process
+
+# network(params, audio [B, Ta, Ca], video [B, Tv, H, W, Cv], t [B, M, N]) -> (audio_out, video_out)
+Network = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 SAMPLERS = tuple(dict.fromkeys(s for names in solvers.SAMPLERS.values() for s in names))
 LOOPS = ("auto", "python", "fori")
@@ -112,14 +119,19 @@ def _hold_given(state_a, state_v, cond: Condition, segments):
   return jnp.where(given_a, cond.audio, state_a), jnp.where(given_v, cond.video, state_v)
 
 
-def make_predict(denoise: DenoiseFn, config: SamplerConfig):
-  """predict(z_a, z_v, level, cond, key) -> ((x0_a, eps_a), (x0_v, eps_v)): one (guided: batched) network
+def without_params(denoise: DenoiseFn) -> Network:
+  """A denoise(audio, video, t) that needs no params (e.g. the Gaussian toy's exact one) as a Network."""
+  return lambda params, audio, video, t: denoise(audio, video, t)
+
+
+def make_predict(network: Network, config: SamplerConfig):
+  """predict(params, z_a, z_v, level, cond, key) -> ((x0_a, eps_a), (x0_v, eps_v)): one (guided: batched) network
   call with the generated portions at `level` and the given ones clean."""
   process, segs = config.process, config.segments
   w_a, w_v = config.weights
   pure = process.pure_noise
 
-  def predict(z_a, z_v, level, cond: Condition, key):
+  def predict(params, z_a, z_v, level, cond: Condition, key):
     batch = z_a.shape[0]
     t_grid = jnp.broadcast_to(monl.inference_timesteps(cond.mask, level), (batch, *cond.mask.shape))
     if config.guided:
@@ -129,32 +141,32 @@ def make_predict(denoise: DenoiseFn, config: SamplerConfig):
       k_na, k_nv = jax.random.split(key)
       u_a = jnp.where(drop_a, process.add_noise(z_a, jax.random.normal(k_na, z_a.shape), pure), z_a)
       u_v = jnp.where(drop_v, process.add_noise(z_v, jax.random.normal(k_nv, z_v.shape), pure), z_v)
-      out_a, out_v = denoise(jnp.concatenate([z_a, u_a]), jnp.concatenate([z_v, u_v]),
+      out_a, out_v = network(params, jnp.concatenate([z_a, u_a]), jnp.concatenate([z_v, u_v]),
                              jnp.concatenate([t_grid, t_unc]))
       guide = lambda o, w: o[:batch] + w * (o[:batch] - o[batch:])
       out_a, out_v = guide(out_a, w_a), guide(out_v, w_v)
     else:
-      out_a, out_v = denoise(z_a, z_v, t_grid)
+      out_a, out_v = network(params, z_a, z_v, t_grid)
     return (process.to_x0_and_eps(z_a, out_a.astype(z_a.dtype), level, config.prediction),
             process.to_x0_and_eps(z_v, out_v.astype(z_v.dtype), level, config.prediction))
 
   return predict
 
 
-def make_step(denoise: DenoiseFn, config: SamplerConfig):
-  """The reverse step from levels[i] to levels[i + 1]: step(state, i, cond) -> state."""
+def make_step(network: Network, config: SamplerConfig):
+  """The reverse step from levels[i] to levels[i + 1]: step(state, i, cond, params) -> state."""
   process, segs, sampler = config.process, config.segments, config.sampler
   levels = jnp.asarray(config.levels)                                             # [S + 1]
   coef_a, coef_s = process.coefficients(levels)                                   # [S + 1] each
   lam = solvers.log_snr(coef_a, coef_s)
-  predict = make_predict(denoise, config)
+  predict = make_predict(network, config)
 
-  def step(state: State, i: jax.Array, cond: Condition) -> State:
+  def step(state: State, i: jax.Array, cond: Condition, params) -> State:
     rng, k_step, k_uncond = jax.random.split(state.rng, 3)
     z_a, z_v = _hold_given(state.audio, state.video, cond, segs)
     level, level_next = levels[i], levels[i + 1]
     a, s, a_next, s_next = coef_a[i], coef_s[i], coef_a[i + 1], coef_s[i + 1]
-    (x0_a, eps_a), (x0_v, eps_v) = predict(z_a, z_v, level, cond, k_uncond)
+    (x0_a, eps_a), (x0_v, eps_v) = predict(params, z_a, z_v, level, cond, k_uncond)
     prev_a, prev_v = state.prev_audio, state.prev_video
     if process.name == "ddpm" and sampler in ("ddim", "ddpm"):
       abar, abar_next = process.alpha_bar[level], process.alpha_bar[level_next]
@@ -180,7 +192,7 @@ def make_step(denoise: DenoiseFn, config: SamplerConfig):
 
       def correct(_):
         e_a, e_v = _hold_given(euler_a, euler_v, cond, segs)
-        (x0n_a, epsn_a), (x0n_v, epsn_v) = predict(e_a, e_v, level_next, cond, k_step)
+        (x0n_a, epsn_a), (x0n_v, epsn_v) = predict(params, e_a, e_v, level_next, cond, k_step)
         dt = level_next - level
         return (solvers.heun(z_a, eps_a - x0_a, epsn_a - x0n_a, dt),
                 solvers.heun(z_v, eps_v - x0_v, epsn_v - x0n_v, dt))
@@ -221,33 +233,39 @@ def default_loop() -> str:
   return "python" if jax.default_backend() == "cpu" else "fori"
 
 
-def make_sampler(denoise: DenoiseFn, config: SamplerConfig):
-  """run(cond, rng) -> (audio, video) latents, f32, given portions equal to their clean values.
+def make_sampler(network: Network, config: SamplerConfig):
+  """run(params, cond, rng) -> (audio, video) latents, f32, given portions equal to their clean values.
 
-  Compiles once per input shape: the task mask is an argument, so every task shares one program.
+  Compiles once per input shape and sharding: the task mask and the params are arguments, so every task and
+  every params tree of one shape share one program.
   """
-  step = make_step(denoise, config)
+  step = make_step(network, config)
   loop = default_loop() if config.loop == "auto" else config.loop
   if loop == "fori":
-    body = jax.jit(lambda s, c: jax.lax.fori_loop(0, config.num_steps, lambda i, x: step(x, i, c), s))
+    body = jax.jit(lambda s, c, p: jax.lax.fori_loop(0, config.num_steps, lambda i, x: step(x, i, c, p), s))
   else:
     body_step = jax.jit(step, donate_argnums=0)
-    def body(state, cond):
+    def body(state, cond, params):
       for i in range(config.num_steps):
-        state = body_step(state, np.int32(i), cond)
+        state = body_step(state, np.int32(i), cond, params)
       return state
 
-  def run(cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  @jax.jit
+  def init(cond: Condition, rng: jax.Array) -> State:   # jitted: the state lives where cond and rng do
     k_init, k_a, k_v = jax.random.split(rng, 3)
     state = State(jax.random.normal(k_a, cond.audio.shape), jax.random.normal(k_v, cond.video.shape), k_init)
     if config.sampler == "dpm++2m":
       state = state._replace(prev_audio=jnp.zeros_like(state.audio), prev_video=jnp.zeros_like(state.video))
-    state = body(state, cond)
+    return state
+
+  def run(params, cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    state = body(init(cond, rng), cond, params)
     return state.audio, state.video
 
   return run
 
 
-def sample(denoise: DenoiseFn, config: SamplerConfig, cond: Condition, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sample(network: Network, config: SamplerConfig, cond: Condition, rng: jax.Array,
+           params=None) -> tuple[jax.Array, jax.Array]:
   """One-off sampling of the task in `cond` (from make_condition); see make_sampler to sample repeatedly."""
-  return make_sampler(denoise, config)(cond, rng)
+  return make_sampler(network, config)(params, cond, rng)

@@ -13,9 +13,11 @@ modality. For 17 frames at 8 fps: audio 2.5 s, five segments of 0.5 s.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
+from avdit_jax import paths
 from avdit_jax.media import images, mediafile
 
 
@@ -95,10 +97,12 @@ def write_clip(path_stem: str, frames: np.ndarray, waveform: np.ndarray, spec: C
   """One clip (uint8 [T, H, W, 3], float [S] with its lead) -> <stem>.mp4, <stem>_frames.png, <stem>_spectrogram.png.
 
   The mp4's audio starts with the first frame: the lead (audio before it) is left out of the file."""
-  paths = {"mp4": path_stem + ".mp4", "frames": path_stem + "_frames.png",
-           "spectrogram": path_stem + "_spectrogram.png"}
+  suffixes = {"mp4": ".mp4", "frames": "_frames.png", "spectrogram": "_spectrogram.png"}
+  stem = paths.path(path_stem)
   audio = waveform[spec.lead_samples:]
-  mediafile.write_mp4(paths["mp4"], frames, spec.frame_rate, audio, spec.sample_rate)
-  mediafile.save_png(paths["frames"], images.frame_strip(frames))
-  mediafile.save_png(paths["spectrogram"], images.spectrogram_image(audio, spec.sample_rate))
-  return paths
+  with paths.staged_dir(stem.parent) as local:     # PyAV writes local files; a remote stem gets them uploaded
+    at = {k: os.path.join(local, stem.name + s) for k, s in suffixes.items()}
+    mediafile.write_mp4(at["mp4"], frames, spec.frame_rate, audio, spec.sample_rate)
+    mediafile.save_png(at["frames"], images.frame_strip(frames))
+    mediafile.save_png(at["spectrogram"], images.spectrogram_image(audio, spec.sample_rate))
+  return {k: os.fspath(path_stem) + s for k, s in suffixes.items()}

@@ -8,7 +8,9 @@ One directory:
                                     one record per clip, msgpack of {'clip_id': str, 'audio': [Ta, Ca],
                                     'video': [Tv, H, W, Cv], 'labels': {str: number}}.
 
-The grain pipelines that read it are in streams.py.
+The directory may be remote (avdit_jax/paths.py): ArrayRecord opens local files only, so a writer writes its
+shards in a local temporary directory and uploads them when it closes them, and readers read local copies
+(`shard_files`). The grain pipelines that read it are in streams.py.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 
 import numpy as np
 from array_record.python import array_record_module
 from flax import serialization
+
+from avdit_jax import paths
 
 FORMAT = "avdit_latents/v1"
 METADATA = "metadata.json"
@@ -43,19 +49,17 @@ class Metadata:
   format: str = FORMAT
 
   def write(self, directory: str) -> None:
-    with open(os.path.join(directory, METADATA), "w") as f:
-      json.dump(dataclasses.asdict(self), f, indent=1)
+    (paths.path(directory) / METADATA).write_text(json.dumps(dataclasses.asdict(self), indent=1))
 
   @classmethod
   def read(cls, directory: str) -> "Metadata":
-    if not directory or not os.path.isdir(directory):
+    if not directory or not paths.path(directory).is_dir():
       raise FileNotFoundError(f"data.dir: {directory!r} is not a directory of latents.")
-    path = os.path.join(directory, METADATA)
-    if not os.path.exists(path):
+    path = paths.path(directory) / METADATA
+    if not path.exists():
       raise FileNotFoundError(f"{path} is missing: {directory} is not a complete latent directory "
                               "(the writer adds metadata.json last).")
-    with open(path) as f:
-      raw = json.load(f)
+    raw = json.loads(path.read_text())
     if raw.get("format") != FORMAT:
       raise ValueError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r}.")
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -67,9 +71,15 @@ class Metadata:
     if meta.num_clips < 1 or not meta.shards:
       raise ValueError(f"{path}: the data set is empty (num_clips {meta.num_clips}, {len(meta.shards)} shards).")
     for shard in meta.shards:
-      if not os.path.exists(os.path.join(directory, shard)):
+      if not (paths.path(directory) / shard).exists():
         raise FileNotFoundError(f"{path} lists shard {shard}, which is missing from {directory}.")
     return meta
+
+
+def shard_files(directory: str, meta: Metadata) -> list[str]:
+  """Local files of the directory's shards, for ArrayRecord readers: the shards themselves, or copies of remote
+  ones in this machine's temp directory."""
+  return [paths.local_copy(paths.join(directory, s)) for s in meta.shards]
 
 
 def shard_name(index: int, count: int) -> str:
@@ -93,13 +103,15 @@ class LatentWriter:
 
   def __init__(self, directory: str, audio_shape, video_shape, num_segments: int, *, num_shards: int = 1,
                shard_offset: int = 0, total_shards: int | None = None, **metadata):
-    os.makedirs(directory, exist_ok=True)
+    paths.path(directory).mkdir(parents=True, exist_ok=True)
     self.directory = directory
+    # ArrayRecord writes local files: a remote directory's shards are written here and uploaded on close.
+    self._local = tempfile.mkdtemp(prefix="latents_") if paths.is_remote(directory) else directory
     self.audio_shape, self.video_shape = tuple(audio_shape), tuple(video_shape)
     self.num_segments = num_segments
     total = total_shards or num_shards
     self.shards = [shard_name(i, total) for i in range(shard_offset, shard_offset + num_shards)]
-    self._writers = [array_record_module.ArrayRecordWriter(os.path.join(directory, s), "group_size:1")
+    self._writers = [array_record_module.ArrayRecordWriter(os.path.join(self._local, s), "group_size:1")
                      for s in self.shards]
     self._count = 0
     self._sums = {k: 0.0 for k in ("audio", "audio_sq", "video", "video_sq")}
@@ -130,6 +142,9 @@ class LatentWriter:
     """Closes the shard files without writing metadata (one of several writers); returns `partial()`."""
     for w in self._writers:
       w.close()
+    if self._local != self.directory:
+      paths.upload(self._local, self.directory)
+      shutil.rmtree(self._local)
     return self.partial()
 
   def close(self, normalization: dict | None = None) -> Metadata:
@@ -175,5 +190,5 @@ class Normalizer:
 def read_clips(directory: str, meta: Metadata, count: int) -> list[dict]:
   """The first `count` clips of a latent directory, un-normalised: [{'clip_id', 'audio', 'video'}]."""
   from array_record.python import array_record_data_source
-  source = array_record_data_source.ArrayRecordDataSource([os.path.join(directory, s) for s in meta.shards])
+  source = array_record_data_source.ArrayRecordDataSource(shard_files(directory, meta))
   return [decode(source[i]) for i in range(min(count, len(source)))]

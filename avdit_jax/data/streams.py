@@ -12,7 +12,6 @@ batches of a 1-process run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import grain
@@ -95,7 +94,7 @@ def latent_dataset(config, *, process_index: int | None = None, process_count: i
   c = config.data
   meta = latents.Metadata.read(c.dir)
   check_against_config(meta, config, c.dir)
-  source = grain.sources.ArrayRecordDataSource([os.path.join(c.dir, s) for s in meta.shards])
+  source = grain.sources.ArrayRecordDataSource(latents.shard_files(c.dir, meta))
   return _batches(source, _DecodeAndCheck(meta, c.get("normalize", True), c.dir), config, process_index,
                   process_count)
 

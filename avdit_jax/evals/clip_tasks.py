@@ -17,14 +17,12 @@ the best any sample can do through this tokenizer pair.
 
 from __future__ import annotations
 
-import os
-
 import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
 
-from avdit_jax import factory
+from avdit_jax import factory, paths
 from avdit_jax.core import monl
 from avdit_jax.data import clips, datasets
 from avdit_jax.evals import features, metrics, probes
@@ -160,7 +158,7 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
                                       metrics.frechet_distance(real_features[score], fn(media_of[name][part])))
     logging.info("task %s: %s", task, results[task].get("model", results[task]))
     if media_dir and jax.process_index() == 0:
-      _write_task_media(os.path.join(media_dir, task.replace(":", "_")), media_of["model"], (frames, audio),
+      _write_task_media(paths.join(media_dir, task.replace(":", "_")), media_of["model"], (frames, audio),
                         mask, spec, section["media_per_task"])
   return results
 
@@ -177,11 +175,10 @@ def _radius_px(dataset: str, tfds_dir: str, spec: clips.ClipSpec) -> float:
 
 
 def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: clips.ClipSpec, count: int) -> None:
-  os.makedirs(directory, exist_ok=True)
   for k in range(min(count, len(generated[0]))):
-    clips.write_clip(os.path.join(directory, f"{k}_sample"), generated[0][k], generated[1][k], spec)
+    clips.write_clip(paths.join(directory, f"{k}_sample"), generated[0][k], generated[1][k], spec)
     if mask.any():
-      clips.write_clip(os.path.join(directory, f"{k}_input"), given[0][k], given[1][k], spec)
+      clips.write_clip(paths.join(directory, f"{k}_input"), given[0][k], given[1][k], spec)
 
 
 def markdown(results: dict, *, elapsed_s: float | None = None) -> str:
@@ -225,10 +222,13 @@ class ClipTasks:
                         fad_weights=fad_weights)
     self.trainee = trainees.for_config(config)
     self.normalizer = frontend.normalizer_for(config)
-    self.baselines = self.last = None
+    self.baselines = self.last = self._shared = None
 
   def _run(self, params, step):
-    return frontend.Run.for_params(self.config, self.trainee.module, params, normalizer=self.normalizer, step=step)
+    """Runs that share compiled samplers (the params are their argument): nothing retraces between calls."""
+    if self._shared is None:
+      self._shared = frontend.Run.for_params(self.config, self.trainee.module, params, normalizer=self.normalizer)
+    return self._shared.with_params(params, step=step)
 
   def __call__(self, state, step: int) -> dict:
     if self.baselines is None:
@@ -240,7 +240,6 @@ class ClipTasks:
                      **self.where, media_dir=self.media_dir, systems=("model",))
     self.last = {**model, **{t: {**self.baselines[t], **model[t]} for t in self.tasks}}
     if self.report_path and jax.process_index() == 0:
-      with open(self.report_path, "w") as f:
-        f.write(markdown(self.last))
+      paths.path(self.report_path).write_text(markdown(self.last))
     return {f"{task}/{score}": v for task in self.tasks for score, v in model[task]["model"].items()}
 

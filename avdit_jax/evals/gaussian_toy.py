@@ -12,13 +12,11 @@ The evaluator of AVDiT runs on the toy (config.evals.gaussian_toy) writes WORKDI
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avdit_jax import factory
+from avdit_jax import factory, paths
 from avdit_jax.inference import frontend
 from avdit_jax.train import trainees, trainer
 
@@ -26,7 +24,7 @@ from avdit_jax.train import trainees, trainer
 def exact_run(config) -> frontend.Run:
   """The toy's Bayes-optimal denoiser behind the inference front end: the floor of every task."""
   toy = factory.gaussian_toy(config)
-  return frontend.Run(config, toy.denoiser(factory.process(config), config.diffusion.prediction))
+  return frontend.Run.for_denoiser(config, toy.denoiser(factory.process(config), config.diffusion.prediction))
 
 
 def task_errors(config, run: frontend.Run, tasks, *, num_conditions: int, samples_per_condition: int) -> dict:
@@ -71,7 +69,7 @@ class GaussianToy:
     self.tasks = tuple(tasks)
     self.draws = dict(num_conditions=num_conditions, samples_per_condition=samples_per_condition)
     self.model = trainees.for_config(config).module
-    self._floor = None
+    self._floor = self._run = None
 
   def floor(self) -> dict:
     if self._floor is None:                                        # the exact denoiser's: the same every time
@@ -80,12 +78,13 @@ class GaussianToy:
 
   def __call__(self, state, step: int) -> dict:
     params = trainer.sampling_params(self.config, state, frontend.use_ema(self.config))
-    model = task_errors(self.config, frontend.Run.for_params(self.config, self.model, params, step=step),
-                        self.tasks, **self.draws)
+    # One Run for every call: its compiled samplers take the params as an argument, so nothing retraces.
+    self._run = (frontend.Run.for_params(self.config, self.model, params, step=step) if self._run is None
+                 else self._run.with_params(params, step=step))
+    model = task_errors(self.config, self._run, self.tasks, **self.draws)
     floor = self.floor()
     if self.workdir and jax.process_index() == 0:
-      with open(os.path.join(self.workdir, "report.md"), "w") as f:
-        f.write(report(model, floor, step))
+      (paths.path(self.workdir) / "report.md").write_text(report(model, floor, step))
     return {f"{task}/{kind}_error": r[kind] for task, r in model.items() for kind in ("mean", "std")}
 
 

@@ -6,12 +6,11 @@ The evaluator of tokenizer runs (config.evals.reconstruction); it writes WORKDIR
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avdit_jax import paths
 from avdit_jax.data import datasets
 from avdit_jax.inference import codec
 from avdit_jax.media import images
@@ -75,6 +74,5 @@ class Reconstruction:
     tok = codec.Tokenizer(self.config, self.module, trainer.sampling_params(self.config, state, True), step)
     r = reconstruction_report(tok, self.split, self.num_clips)
     if self.workdir and jax.process_index() == 0:
-      with open(os.path.join(self.workdir, "report.md"), "w") as f:
-        f.write(report_markdown(r))
+      (paths.path(self.workdir) / "report.md").write_text(report_markdown(r))
     return {r["metric"]: r["model"], f"clip_mean_baseline_{r['metric']}": r["clip_mean_baseline"]}

@@ -10,13 +10,13 @@ Audio comes first in every signature and result, as everywhere in the package (m
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from avdit_jax import paths
 from avdit_jax.media import images
 from avdit_jax.train import checkpoint, sharding, trainees, trainer
 
@@ -77,4 +77,4 @@ class Codec:
 
 def load_pair(workdir: str) -> Codec:
   """The tokenizer pair of a main-job workdir (configs/quickstart.py): its video_tokenizer and audio_tokenizer runs."""
-  return Codec(load(os.path.join(workdir, "video_tokenizer")), load(os.path.join(workdir, "audio_tokenizer")))
+  return Codec(load(paths.join(workdir, "video_tokenizer")), load(paths.join(workdir, "audio_tokenizer")))

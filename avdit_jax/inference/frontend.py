@@ -3,7 +3,8 @@
   Run.load(workdir)               the newest checkpoint that restores, onto any mesh (default: the run's own
                                   config.mesh), with the saved config and the latents' normalisation
   Run.for_params(config, model, params)    live params (an evaluator during training, an untrained baseline)
-  Run(config, denoise)            any denoise(audio, video, t): e.g. the Gaussian toy's exact denoiser
+  Run.for_denoiser(config, denoise)        any denoise(audio, video, t): e.g. the Gaussian toy's exact denoiser
+  run.with_params(params)                  the same run (and compiled samplers) with other params
   run.sample(mask, audio, video, rng)      any task mask on latents in the data's units
   run.extend(audio, video, k, rng)         long-form: k more segments by a sliding window
   write_task_samples(run, workdir)         --mode=sample
@@ -11,22 +12,24 @@
 The front end owns the rules that every caller used to repeat: normalisation (the model sees the latent
 directory's normalised units, callers the data's), guidance for a task with nothing given (joint generation
 has no given portion to drop, so it samples unguided), which params sampling uses (sampling.use_ema), and a
-cache of compiled samplers per setting (the mask is an argument, so every task shares one program).
+cache of compiled samplers per setting (the mask and the params are arguments, so every task shares one
+program, and new params of the same shape retrace nothing). Params stay where they are: a sharded tree
+(FSDP, tensor parallel, over any number of processes) is used in place; the conditioning and the rng are
+replicated onto its mesh.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from avdit_jax import factory
+from avdit_jax import factory, paths
 from avdit_jax.core import monl, sampling
 from avdit_jax.data import latents
 from avdit_jax.models import avdit
@@ -51,14 +54,23 @@ def normalizer_for(config: ml_collections.ConfigDict, latents_dir: str | None = 
 @dataclasses.dataclass(eq=False)
 class Run:
   config: ml_collections.ConfigDict               # the AVDiT run's config
-  denoise: Callable                               # denoise(audio, video, t) in the model's units
+  network: sampling.Network                       # network(params, audio, video, t) in the model's units
+  params: Any = None                              # the network's params, on any mesh (None: it needs none)
   normalizer: latents.Normalizer | None = None    # None: the data's units are the model's
   step: int = 0
   _samplers: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @classmethod
   def for_params(cls, config, model, params, *, normalizer=None, step: int = 0) -> "Run":
-    return cls(config, avdit.denoiser(model, params), normalizer, step)
+    return cls(config, avdit.network(model), params, normalizer, step)
+
+  @classmethod
+  def for_denoiser(cls, config, denoise: Callable, normalizer=None) -> "Run":
+    return cls(config, sampling.without_params(denoise), None, normalizer)
+
+  def with_params(self, params, *, step: int = 0) -> "Run":
+    """This run with other params of the same shapes: it shares the compiled samplers (nothing retraces)."""
+    return dataclasses.replace(self, params=params, step=step)
 
   @classmethod
   def load(cls, workdir: str, *, config: ml_collections.ConfigDict | None = None, mesh=None,
@@ -86,7 +98,7 @@ class Run:
       cfg = factory.sampler(self.config, **overrides)
       if not guided:
         cfg = dataclasses.replace(cfg, guidance=0.0)
-      self._samplers[key] = cfg, sampling.make_sampler(self.denoise, cfg)
+      self._samplers[key] = cfg, sampling.make_sampler(self.network, cfg)
     return self._samplers[key]
 
   def sample(self, mask, audio, video, rng: jax.Array, *, drop=None, **overrides) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +108,9 @@ class Run:
     mask = monl.validate_mask(mask, self.num_segments)
     cfg, run = self.sampler(bool(mask.any()), **overrides)
     a, v = self.to_model(audio, video)
-    cond = sampling.make_condition(cfg, mask, jnp.asarray(a, jnp.float32), jnp.asarray(v, jnp.float32), drop)
-    gen_a, gen_v = sharding.to_host(run(cond, rng))
+    cond = sampling.make_condition(cfg, mask, np.asarray(a, np.float32), np.asarray(v, np.float32), drop)
+    cond, rng = sharding.replicate_like(self.params, (cond, rng))
+    gen_a, gen_v = sharding.to_host(run(self.params, cond, rng))
     return self.from_model(gen_a, gen_v)
 
   def to_model(self, audio, video):
@@ -140,16 +153,18 @@ def conditioning_clips(config: ml_collections.ConfigDict, count: int) -> tuple[n
 
 def write_task_samples(run: Run, workdir: str, tasks, *, num_samples: int = 4, seed: int = 0) -> dict:
   """--mode=sample: every task on clips of the run's data, written as WORKDIR/samples/<task>.npz (generated
-  latents, the clean latents they were conditioned on, the mask; data units). Returns {task: path}."""
+  latents, the clean latents they were conditioned on, the mask; data units; workdir may be remote).
+  Returns {task: path}."""
   audio, video = conditioning_clips(run.config, num_samples)
-  out_dir = os.path.join(workdir, "samples")
-  paths = {}
+  out_dir = paths.path(workdir) / "samples"
+  written = {}
   for i, spec in enumerate(tasks):
     mask = factory.task(spec, run.num_segments)
     gen_audio, gen_video = run.sample(mask, audio, video, jax.random.PRNGKey(seed + i))
-    paths[spec] = os.path.join(out_dir, spec.replace(":", "_") + ".npz")
+    written[spec] = paths.join(out_dir, spec.replace(":", "_") + ".npz")
     if jax.process_index() == 0:
-      os.makedirs(out_dir, exist_ok=True)
-      np.savez(paths[spec], audio=gen_audio, video=gen_video, given_audio=audio, given_video=video, mask=mask)
-    logging.info("task %s: %d samples -> %s", spec, len(gen_audio), paths[spec])
-  return paths
+      out_dir.mkdir(parents=True, exist_ok=True)
+      with paths.path(written[spec]).open("wb") as f:
+        np.savez(f, audio=gen_audio, video=gen_video, given_audio=audio, given_video=video, mask=mask)
+    logging.info("task %s: %d samples -> %s", spec, len(gen_audio), written[spec])
+  return written

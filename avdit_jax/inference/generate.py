@@ -12,13 +12,12 @@ The tokenizers are causal convolutional nets, so latents longer than a training 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import numpy as np
 from absl import logging
 
-from avdit_jax import factory
+from avdit_jax import factory, paths
 from avdit_jax.core import monl
 from avdit_jax.data import clips
 from avdit_jax.inference import codec, frontend
@@ -33,15 +32,15 @@ class Generator:
 
   @classmethod
   def load(cls, workdir: str) -> "Generator":
-    parts = {name: os.path.join(workdir, name) for name in ("video_tokenizer", "audio_tokenizer", "avdit")}
-    missing = [name for name, d in parts.items() if not os.path.isdir(checkpoint.directory(d))]
+    parts = {name: paths.join(workdir, name) for name in ("video_tokenizer", "audio_tokenizer", "avdit")}
+    missing = [name for name, d in parts.items() if not paths.path(checkpoint.directory(d)).is_dir()]
     if missing:
       raise FileNotFoundError(f"--workdir {workdir}: no checkpoints for {missing}; expected the workdir of "
                               "configs/quickstart.py (run it first).")
     config = checkpoint.saved_config(parts["avdit"])
-    moved = not os.path.isdir(config.data.dir)             # the workdir was moved or copied since training
+    moved = not paths.path(config.data.dir).is_dir()      # the workdir was moved or copied since training
     run = frontend.Run.load(parts["avdit"], config=config,
-                            latents_dir=os.path.join(workdir, "latents", "train") if moved else None)
+                            latents_dir=paths.join(workdir, "latents", "train") if moved else None)
     return cls(run, codec.load_pair(workdir))
 
   @property
@@ -111,15 +110,14 @@ def sample_to_files(workdir: str | Generator, task: str, out: str, *, input_path
   if more:                       # cut to exactly the length asked for (the lead is the same at any length)
     out_frames = out_frames[:, :int(round(seconds * spec.frame_rate))]
     out_audio = out_audio[:, :spec.lead_samples + int(round(seconds * spec.sample_rate))]
-  os.makedirs(out, exist_ok=True)
   written = []
-  for k in range(num_samples):
-    paths = {"sample": clips.write_clip(os.path.join(out, f"{k}_sample"), out_frames[k], out_audio[k], spec)}
+  for k in range(num_samples):                  # out may be remote (clips.write_clip stages the files)
+    files = {"sample": clips.write_clip(paths.join(out, f"{k}_sample"), out_frames[k], out_audio[k], spec)}
     if frames is not None:
-      paths["input"] = clips.write_clip(os.path.join(out, f"{k}_input"), frames, audio, gen.spec)
+      files["input"] = clips.write_clip(paths.join(out, f"{k}_input"), frames, audio, gen.spec)
       side = np.concatenate([_hold_last(frames, len(out_frames[k])), out_frames[k]], axis=2)
-      paths["side_by_side"] = clips.write_clip(os.path.join(out, f"{k}_side_by_side"), side, out_audio[k], spec)
-    written.append(paths)
+      files["side_by_side"] = clips.write_clip(paths.join(out, f"{k}_side_by_side"), side, out_audio[k], spec)
+    written.append(files)
   return written
 
 

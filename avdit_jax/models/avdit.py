@@ -418,8 +418,13 @@ class AVDiT(nn.Module):
 
 
 def denoiser(model: nn.Module, params):
-  """The network as the sampler and the objective take it: denoise(audio, video, t) -> (audio_out, video_out)."""
+  """The network as the objective takes it: denoise(audio, video, t) -> (audio_out, video_out)."""
   return lambda audio, video, t: model.apply({"params": params}, audio, video, t)
+
+
+def network(model: nn.Module):
+  """The network as the sampler takes it, params first: network(params, audio, video, t) -> (audio_out, video_out)."""
+  return lambda params, audio, video, t: model.apply({"params": params}, audio, video, t)
 
 
 def make_model(variant: str = "S", **overrides) -> AVDiT:

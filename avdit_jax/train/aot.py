@@ -100,10 +100,10 @@ def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, k
   mask = monl.task_mask("a2v", config.num_segments)
 
   def one_step(params, audio, video, z_audio, z_video, rng):
-    step = sampling.make_step(avdit.denoiser(model, params), sampler)
+    step = sampling.make_step(avdit.network(model), sampler)
     cond = sampling.make_condition(sampler, mask, audio, video)
     with nn.logical_axis_rules(setup.axis_rules):     # the activations' shardings, as in training
-      out = step(sampling.State(z_audio, z_video, rng), jnp.int32(0), cond)
+      out = step(sampling.State(z_audio, z_video, rng), jnp.int32(0), cond, params)
     return out.audio, out.video
 
   shardings = (jax.tree.map(lambda a: a.sharding, params), setup.batch_sharding["audio"], setup.batch_sharding["video"],

@@ -8,14 +8,14 @@ fails to restore (e.g. truncated files) is skipped for the one before it, with a
 from __future__ import annotations
 
 import json
-import os
 import signal
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from avdit_jax import paths
 
 # Config sections that must match for a checkpoint to be restored into a model.
 COMPATIBLE_SECTIONS = ("model", "num_segments", "diffusion")   # diffusion: a DDPM net is no flow net
@@ -26,13 +26,13 @@ def _normalized(value):
 
 
 def directory(workdir: str) -> str:
-  return os.path.abspath(os.path.join(workdir, "checkpoints"))
+  return paths.absolute(paths.join(workdir, "checkpoints"))
 
 
 def require_checkpoints(workdir: str) -> None:
   """A clear error when workdir holds no checkpoint step (before anything is built or restored)."""
-  where = directory(workdir)
-  if not os.path.isdir(where) or not any(d.isdigit() for d in os.listdir(where)):
+  where = paths.path(directory(workdir))
+  if not where.is_dir() or not any(d.name.isdigit() for d in where.iterdir()):
     raise FileNotFoundError(f"--workdir {workdir}: no checkpoints in {where}; train there first.")
 
 
@@ -77,12 +77,29 @@ def check_compatible(saved_config: dict, config: ml_collections.ConfigDict, wher
                        f"config asks for {live.get(key)}; use a fresh --workdir or the checkpoint's config.")
 
 
+def check_param_shapes(manager: ocp.CheckpointManager, step: int, abstract_params, where: str) -> None:
+  """The checkpoint's params must have the shapes the config builds (data shapes and model fields both set
+  them): otherwise an error naming the first arrays that differ, rather than setting the step aside as corrupt.
+  A step whose metadata does not read is left to the restore (and set aside if that fails too)."""
+  try:
+    saved = ocp.StandardCheckpointHandler().metadata(manager.directory / str(step) / "state").tree["params"]
+    saved = {jax.tree_util.keystr(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+  except Exception:  # noqa: BLE001 - unreadable metadata: the restore decides
+    return
+  built = {jax.tree_util.keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+  differ = [f"{k} {saved.get(k, 'missing')} saved, {v} built" for k, v in built.items() if saved.get(k) != v]
+  if differ:
+    raise ValueError(f"checkpoint {where} holds params of other shapes than this config builds ({'; '.join(differ[:3])}"
+                     f"{'; ...' if len(differ) > 3 else ''}): config.data's shapes or config.model differ from the "
+                     "run's; use a fresh --workdir or the checkpoint's config.")
+
+
 def _set_aside(manager: ocp.CheckpointManager, step: int, why: str) -> None:
   """Moves an unreadable step to '<step>.corrupt' (kept for inspection, no longer listed)."""
-  where = os.path.join(str(manager.directory), str(step))
+  where = manager.directory / str(step)
   logging.warning("skipping checkpoint %s: %s; moved to %s.corrupt", where, why, where)
   if jax.process_index() == 0:
-    os.replace(where, f"{where}.corrupt")
+    where.rename(manager.directory / f"{step}.corrupt")
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
@@ -96,13 +113,14 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
   on one mesh restores onto another. Steps that fail to restore are set aside with a warning.
   """
   for step in sorted(manager.all_steps(), reverse=True):
-    where = os.path.join(str(manager.directory), str(step))
+    where = paths.join(manager.directory, str(step))
     try:
       saved_config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly
       _set_aside(manager, step, f"its config cannot be read ({type(e).__name__}: {e})")
       continue
     check_compatible(saved_config, config, where)
+    check_param_shapes(manager, step, abstract_state.params, where)
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -114,22 +132,34 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
   return None
 
 
-class PreemptionFlag:
-  """Set by SIGTERM; every process agrees on it at the same step (a collective when multi-process)."""
+class Preemption:
+  """Whether to checkpoint and stop at this step because the job is being preempted (SIGTERM).
+
+  Multi-process: JAX's preemption sync point (jax.distributed starts its service, which takes SIGTERM on any
+  process): every process asks at every step, a local check until a notice arrives, and all of them get True
+  at the same step; no collective per step. One process: a SIGTERM handler's flag. Multi-process with the
+  service off (JAX_ENABLE_PREEMPTION_SERVICE=false): no check, and a warning that SIGTERM will not checkpoint."""
 
   def __init__(self):
+    from jax._src import distributed
+    multiprocess = distributed.global_state.client is not None
+    self._sync = multiprocess and distributed.global_state.preemption_sync_manager is not None
     self._raised = False
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
+    self._previous = None if multiprocess else signal.signal(signal.SIGTERM, self._handler)
+    if multiprocess and not self._sync:
+      logging.warning("JAX's preemption service is off (jax_enable_preemption_service): SIGTERM will stop this "
+                      "run without a checkpoint")
 
   def _handler(self, signum, frame):
     logging.warning("SIGTERM: saving a checkpoint at the next step, then exiting")
     self._raised = True
 
-  def reached(self) -> bool:
-    if jax.process_count() == 1:
-      return self._raised
-    from jax.experimental import multihost_utils
-    return bool(np.asarray(multihost_utils.process_allgather(np.asarray(self._raised))).any())
+  def reached(self, step: int) -> bool:
+    if self._sync:
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._raised                # stays False in a multi-process run without the service
 
   def close(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

@@ -126,6 +126,20 @@ def global_batch(local: dict, shardings: dict) -> dict:
   return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v)) for k, v in local.items()}
 
 
+def replicate_like(params, tree):
+  """`tree` (host values, the same on every process) replicated over the mesh that `params` live on, so a jitted
+  call mixes them with sharded params on any number of processes; unchanged when params are not on a mesh."""
+  mesh = next((x.sharding.mesh for x in jax.tree.leaves(params)
+               if isinstance(x, jax.Array) and isinstance(x.sharding, NamedSharding)), None)
+  if mesh is None:
+    return tree
+  everywhere = NamedSharding(mesh, P())
+  def place(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, everywhere, lambda index: x[index])
+  return jax.tree.map(place, tree)
+
+
 def to_host(tree):
   """Arrays of any sharding on any number of processes -> whole numpy arrays on this process.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -28,6 +27,7 @@ import tensorboardX
 from absl import logging
 from flax import traverse_util
 
+from avdit_jax import paths
 from avdit_jax.perf import speed
 from avdit_jax.pretrained import files
 from avdit_jax.train import checkpoint, sharding, trainable, trainees
@@ -119,35 +119,47 @@ def deterministic(row: dict) -> dict:
 
 class MetricsWriter:
   """Logged steps to workdir/metrics.jsonl (one JSON object per step; floats via repr, so they read back
-  exact) and to TensorBoard event files in workdir/tensorboard.
+  exact) and to TensorBoard event files in workdir/tensorboard; workdir may be remote (avdit_jax/paths.py).
 
-  On resume from step k, rows after k (written by the run that was interrupted) are dropped first.
+  On resume from step k, rows after k (written by the run that was interrupted) are dropped first, and so is
+  a torn last line (a kill in the middle of a write).
   """
 
   def __init__(self, workdir: str, resume_step: int = 0):
-    self._file = self._tb = None
+    self._path = self._tb = None
     if not workdir:
       return
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(path):
-      with open(path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      with open(path, "w") as f:
-        f.writelines(keep)
-    self._file = open(path, "a")
-    self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+    self._path = paths.path(workdir) / "metrics.jsonl"
+    if self._path.exists():
+      self._path.write_text("".join(line for line in read_metrics_lines(self._path)
+                                    if json.loads(line)["step"] <= resume_step))
+    self._tb = tensorboardX.SummaryWriter(paths.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
   def write(self, step: int, values: dict):
-    if self._file:
-      self._file.write(json.dumps({"step": step, **values}) + "\n")
-      self._file.flush()
+    if self._path:
+      paths.append_text(self._path, json.dumps({"step": step, **values}) + "\n")
       for name, value in values.items():
         self._tb.add_scalar(name, value, step)
 
   def close(self):
-    if self._file:
-      self._file.close()
+    if self._path:
       self._tb.close()
+
+
+def read_metrics_lines(path) -> list[str]:
+  """The complete rows of a metrics.jsonl: a last line without its newline (torn by a kill) is dropped with a
+  warning; a malformed row anywhere else is an error naming the file and line."""
+  text = paths.path(path).read_text()
+  lines = text.split("\n")
+  if lines[-1]:
+    logging.warning("%s: dropping a torn last line (%d characters without a newline)", path, len(lines[-1]))
+  rows = [line + "\n" for line in lines[:-1] if line.strip()]
+  for i, line in enumerate(rows):
+    try:
+      json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{path}, line {i + 1}: not a metrics row ({e}).") from None
+  return rows
 
 
 def _host_metrics(trainee: trainees.Trainee, metrics: dict, lr: float) -> dict:
@@ -241,7 +253,7 @@ def pretrained_params(config: ml_collections.ConfigDict, state: TrainState):
   there must be one of this model's with its shape (else an error naming both); the model's params that it
   lacks keep their initial values (logged)."""
   source = config.init_from
-  if os.path.isdir(source):
+  if paths.path(source).is_dir():
     saved = checkpoint.saved_config(source)
     params, _, step = restore_params(saved, source, use_ema=bool(saved.get("sampling", {}).get("use_ema", True)))
     weights = traverse_util.flatten_dict(sharding.to_host(params))
@@ -259,6 +271,21 @@ def pretrained_params(config: ml_collections.ConfigDict, state: TrainState):
                                        if k in weights else v for k, v in flat.items()})
 
 
+# Loop settings that must be whole numbers >= 1 (a 0 would divide by zero inside the loop).
+POSITIVE_FIELDS = ("train.num_steps", "train.log_every", "checkpoint.every_steps", "checkpoint.max_to_keep",
+                   "data.batch_size")
+
+
+def check_loop_config(config: ml_collections.ConfigDict, where: str = "config") -> None:
+  """Intervals and sizes of the loop are positive whole numbers: one error naming the field, before compiling
+  (`where`: the config's name in the error, e.g. 'config.avdit' for a stage of the main job)."""
+  for name in POSITIVE_FIELDS:
+    section, field = name.split(".")
+    value = config[section][field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{where}.{name} must be a whole number >= 1, got {value!r}.")
+
+
 class Evaluator(Protocol):
   """What train_and_evaluate runs: `name` prefixes its scalars in metrics.jsonl (eval/<name>/...); it runs every
   `every_steps` steps (0: only at the end) and after the last step, on every process (sampling is a sharded
@@ -274,8 +301,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains for config.train.num_steps on the mesh of config.mesh, running `evaluators` during training and
   after the last step, and returns the final state. A finished run (its newest checkpoint at num_steps) is
   only evaluated."""
+  check_loop_config(config)
   if workdir:
-    os.makedirs(workdir, exist_ok=True)
+    paths.path(workdir).mkdir(parents=True, exist_ok=True)
   setup = build(config)
   # ---------------------------------------------------------------- state: restored, or initialised
   manager = checkpoint.make_manager(workdir, config)
@@ -292,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   first_step = int(sharding.to_host(state.step))
   writer = MetricsWriter(workdir if jax.process_index() == 0 else "", resume_step=first_step)
   batches = setup.trainee.stream(config, data_state)
-  preemption = checkpoint.PreemptionFlag()
+  preemption = checkpoint.Preemption()
   pending = None                       # (step, metrics) dispatched but not yet read
   start, timed_from = time.time(), None
   peak = config.train.get("peak_flops_per_device", 0)
@@ -345,7 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if pending is not None:
         report(*pending)
       pending = (step, metrics)
-      preempted = preemption.reached()
+      preempted = preemption.reached(step)
       if preempted or step == num_steps or step % config.checkpoint.every_steps == 0:
         report(*pending)               # a checkpoint only ever holds a state whose step was finite
         pending = None

@@ -1,0 +1,106 @@
+"""Every command line the docs show (launch/, README.md, the configs' and tools' docstrings) loads its config and
+overrides with the real loader (ml_collections config_flags), so an example cannot go stale."""
+
+import ast
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from avdit_jax import factory
+from train_test import ROOT
+
+SPEC = re.compile(r"(?:--config=|\bCONFIG=|tpu_vm_pod\.sh\s+\S+\s+\S+\s+\S+\s+)([^\s`\"'\]]+)")
+OVERRIDE = re.compile(r"--config\.([A-Za-z_][\w.]*)=('[^']*'|\"[^\"]*\"|[^\s`\"',\]]+)")
+PLACEHOLDER_SPECS = ("...", "$")     # `--config=...`, `$CONFIG`, `configs/X.py`
+# Where a line shows overrides without a config file, the config it means.
+DEFAULT_SPEC = {"README.md": "configs/gaussian.py", "tools/table1.py": "configs/gaussian.py"}
+
+
+def _units(rel: str) -> list[str]:
+  """The pieces of a file that can hold a command: its lines (docstrings for .py), with backslash continuations
+  joined; in markdown also inline code spans, which may wrap."""
+  text = open(os.path.join(ROOT, rel)).read()
+  if rel.endswith(".py"):
+    text = ast.get_docstring(ast.parse(text)) or ""
+  text = re.sub(r"\\\n\s*", " ", text)
+  units = text.splitlines()
+  if rel.endswith(".md"):
+    units += [m.replace("\n", " ") for m in re.findall(r"(?<!`)`([^`]+)`(?!`)", text)]
+  return units
+
+
+def _value(raw: str) -> str:
+  raw = raw.strip("'\"")
+  while raw and raw[-1] in ".;:" or (raw.endswith(")") and raw.count(")") > raw.count("(")):
+    raw = raw[:-1]
+  return raw
+
+
+def shown_commands() -> list[tuple[str, str, list[str]]]:
+  """(file, config spec, ['a.b=v', ...]) for every unit that names a config file or overrides a field."""
+  files = ["README.md"] + [f for pattern in ("launch/*", "configs/*.py", "tools/*.py")
+                           for f in sorted(glob.glob(pattern, root_dir=ROOT))]
+  out = []
+  for rel in files:
+    for unit in _units(rel):
+      specs = SPEC.findall(unit)
+      overrides = [f"{name}={_value(v)}" for name, v in OVERRIDE.findall(unit)
+                   if name != "a.b" and not unit[unit.index(f"--config.{name}") - 1:].startswith("[")]
+      spec = specs[0].rstrip(",") if specs else (DEFAULT_SPEC.get(rel, rel if rel.startswith("configs/") else None)
+                                     if overrides else None)
+      if (spec is None or any(p in spec for p in PLACEHOLDER_SPECS) or not spec.split(":")[0].endswith(".py")
+          or re.fullmatch(r"configs/[A-Z]\.py", spec)):
+        continue
+      out.append((rel, spec, overrides))
+  return out
+
+
+def _load(spec: str, overrides: list[str]):
+  """What `python -m avdit_jax.main --config=spec --config.a.b=v ...` parses, in a fresh flag registry."""
+  argv = ["prog", f"--config={spec}", *(f"--config.{o}" for o in overrides)]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+  values(argv)
+  return values.config
+
+
+COMMANDS = shown_commands()
+
+
+def test_the_docs_show_the_recipes_this_test_checks():
+  files = {rel for rel, _, _ in COMMANDS}
+  assert {"README.md", "launch/tpu_vm_pod.sh", "launch/gke_jobset.yaml", "launch/local.py"} <= files, files
+  assert ("launch/tpu_vm_pod.sh", "configs/quickstart.py", ["avdit.model.variant=B"]) in COMMANDS
+  assert sum(len(o) for _, _, o in COMMANDS) >= 10
+
+
+@pytest.mark.parametrize("rel,spec,overrides", COMMANDS, ids=[f"{r}:{s}:{len(o)}" for r, s, o in COMMANDS])
+def test_every_shown_command_line_loads(rel, spec, overrides, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  factory.check_command_line([f"--config={spec}", *(f"--config.{o}" for o in overrides)])
+  config = _load(spec, overrides)
+  for override in overrides:                 # and the value landed where the line says
+    node = config
+    for key in override.split("=", 1)[0].split("."):
+      node = node[key]
+
+
+def test_a_stale_recipe_is_refused_in_one_line():
+  # The recipe launch/tpu_vm_pod.sh used to show: configs/quickstart.py has no top-level `model`.
+  with pytest.raises(ValueError, match=r"^--config.model.variant: configs/quickstart.py has no 'model' at the top "
+                                       r"level \(the keys there are \['audio_tokenizer', 'avdit', .*\]\); 'model' "
+                                       r"exists at config.audio_tokenizer.model, config.avdit.model"):
+    factory.check_command_line(["--config=configs/quickstart.py", "--config.model.variant=B"])
+  out = subprocess.run([sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py", "--workdir=unused",
+                        "--config.train.log_evry=5"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, AVDIT_MALLOC="system"))
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines() == [
+      "error: --config.train.log_evry: configs/gaussian.py has no 'log_evry' at config.train (the keys there are "
+      "['log_every', 'num_steps', 'peak_flops_per_device']). Did you mean \"log_every\"?"], out.stderr
