@@ -1,0 +1,137 @@
+"""AV-DiT (models/av_dit.py) in the one training system: the image DiT inside it, its frozen backbone, every task."""
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from avdit_jax import factory
+from avdit_jax.core import monl
+from avdit_jax.inference import frontend
+from avdit_jax.models import av_dit, dit
+from avdit_jax.pretrained import files
+from avdit_jax.train import trainable, trainer
+from train_test import load_config
+
+STEPS = 3
+flat = lambda tree: traverse_util.flatten_dict(jax.device_get(tree))
+is_adapter = lambda key: re.search(av_dit.ADAPTERS, "/".join(key)) is not None
+
+
+def _config(**model):
+  c = load_config("av_dit", "test")
+  c.model.update(**model)
+  c.train.update(num_steps=STEPS)
+  c.checkpoint.update(every_steps=STEPS, async_save=False)
+  c.evals = {}
+  c.sampling.num_steps = 2
+  return c
+
+
+def _random_dit(config, seed=0):
+  """The image DiT that config's AV-DiT holds, every param drawn at random (a trained DiT's adaLN and head are
+  not zero, as a fresh one's are, whose output would be zero whatever the model does)."""
+  m = config.model
+  image = dit.DiT(input_size=config.data.video_shape[1], patch=factory.model(config).patch,
+                  in_channels=config.data.video_shape[-1], out_channels=config.data.video_shape[-1], depth=m.depth,
+                  width=m.width, num_heads=m.num_heads, num_classes=m.num_classes)
+  shapes = dit.param_shapes(image)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
+  params = {k: np.asarray(0.3 * jax.random.normal(r, s)) for r, (k, s) in zip(keys, sorted(shapes.items()))}
+  return image, params
+
+
+def test_at_init_the_video_branch_is_the_image_dit_frame_by_frame():
+  config = _config(num_classes=3)
+  model, (image, dit_params) = factory.model(config), _random_dit(config)
+  b, n = 2, config.num_segments
+  audio = jax.random.normal(jax.random.PRNGKey(1), (b, *config.data.audio_shape))
+  video = jax.random.normal(jax.random.PRNGKey(2), (b, *config.data.video_shape))
+  t = jax.random.randint(jax.random.PRNGKey(3), (b, monl.NUM_MODALITIES, n), 0, 1000)   # a t per cell
+  own = flat(nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(4), audio, video, t)["params"]))
+  assert set(dit_params) <= set(own) and set(own) - set(dit_params) == {k for k in own if is_adapter(k)}
+  params = traverse_util.unflatten_dict({**own, **dit_params})
+  apply = jax.jit(lambda p: model.apply({"params": p}, audio, video, t)[1])
+  got = apply(params)
+  seg = monl.segment_ids(video.shape[1], 1, n)
+  # Every frame at once as a batch of images, each at its own segment's t, with DiT's no-label row.
+  frames = video.reshape(-1, *video.shape[2:])                                       # (B*Tv, H, W, C)
+  frame_t = t[:, monl.VIDEO][:, seg].reshape(-1)                                     # (B*Tv,)
+  want = jax.jit(image.apply)({"params": traverse_util.unflatten_dict(dit_params)}, frames, frame_t)
+  np.testing.assert_allclose(got, want.reshape(got.shape), rtol=1e-5, atol=1e-5)
+  # The check sees the adapters: a temporal gate that is not zero mixes frames, and the frames differ.
+  opened = traverse_util.unflatten_dict({**own, **dit_params, ("temporal_0", "gate"): jnp.ones(config.model.width)})
+  mixed = apply(opened)
+  assert np.abs(np.asarray(mixed) - np.asarray(got)).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """STEPS steps of AV-DiT with trainable 'adapters', its backbone loaded from a converted DiT file (init_from)."""
+  config = _config()
+  _, dit_params = _random_dit(config)
+  path = str(tmp_path_factory.mktemp("dit") / "dit.safetensors")
+  files.write_params(path, dit_params, source="random")
+  config.init_from = path
+  workdir = str(tmp_path_factory.mktemp("av_dit"))
+  return config, workdir, dit_params, trainer.train_and_evaluate(config, workdir)
+
+
+def test_the_frozen_backbone_is_bit_identical_after_training_and_the_adapters_moved(run):
+  config, _, dit_params, state = run
+  got = flat(state.params)
+  for key, value in dit_params.items():
+    np.testing.assert_array_equal(got[key], value, err_msg="/".join(key))
+  initial = flat(trainer.build(config).init_fn().params)
+  moved = {key[0] for key in got if is_adapter(key) and not np.array_equal(got[key], initial[key])}
+  assert moved == {key[0] for key in got if is_adapter(key)}, sorted(moved)
+  # Only the adapters carry optimizer state and EMA.
+  assert set(flat(state.ema_params)) == {k for k in got if is_adapter(k)}
+  assert int(state.step) == STEPS
+
+
+def test_parameter_counts_trainable_vs_total(run):
+  config, _, dit_params, state = run
+  selection = trainable.for_config(config)
+  n_trainable, total = selection.count(jax.device_get(state.params))
+  assert total - n_trainable == sum(v.size for v in dit_params.values())         # the frozen part is the DiT
+  # At the paper's scale (DiT-XL/2, 16 frames of 32 x 32 latents), counted from shapes alone.
+  xl = av_dit.make_model("XL/2", num_segments=4, audio_patch=4, learn_sigma=True, num_classes=1000)
+  shapes = jax.eval_shape(xl.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 16)), jnp.zeros((1, 16, 32, 32, 4)),
+                          jnp.zeros((1, 2, 4), jnp.int32))["params"]
+  shapes = nn.unbox(shapes)
+  sizes = {k: int(np.prod(v.shape)) for k, v in traverse_util.flatten_dict(shapes).items()}
+  xl_trainable = sum(v for k, v in sizes.items() if is_adapter(k))
+  image = dit.make_dit("XL/2", input_size=32)
+  assert sum(sizes.values()) - xl_trainable == sum(int(np.prod(s)) for s in dit.param_shapes(image).values())
+  print(f"tiny: {n_trainable} of {total} train; XL/2: {xl_trainable / 1e6:.1f}M of {sum(sizes.values()) / 1e6:.1f}M")
+  assert xl_trainable < 0.25 * sum(sizes.values())
+
+
+def test_every_monl_task_samples_from_an_av_dit_checkpoint_through_the_front_end(run):
+  config, workdir, _, _ = run
+  loaded = frontend.Run.load(workdir)
+  a, v = factory.gaussian_toy(config).sample(jax.random.PRNGKey(5), 2)
+  a, v = np.asarray(a), np.asarray(v)
+  segments = factory.frame_segments(config)
+  for spec in config.sampling.tasks + ("joint", "v2a", "av_inpaint:1:1", "audio_continue:2", "video_continue:2"):
+    mask = factory.task(spec, config.num_segments)
+    got_a, got_v = loaded.sample(mask, a, v, jax.random.PRNGKey(0))
+    assert got_a.shape == a.shape and got_v.shape == v.shape and np.isfinite(got_a).all() and np.isfinite(got_v).all()
+    given_a, given_v = mask[monl.AUDIO][segments.audio], mask[monl.VIDEO][segments.video]
+    np.testing.assert_allclose(got_a[:, given_a], a[:, given_a], rtol=1e-4, atol=1e-4, err_msg=spec)
+    np.testing.assert_allclose(got_v[:, given_v], v[:, given_v], rtol=1e-4, atol=1e-4, err_msg=spec)
+    assert not np.allclose(got_v[:, ~given_v], v[:, ~given_v]) if (~given_v).any() else True
+
+
+def test_bad_model_fields_are_named():
+  with pytest.raises(ValueError, match="model.kind"):
+    factory.model(_config(kind="avdiT"))
+  with pytest.raises(ValueError, match=r"unknown fields \['video_patch'\] for kind 'av_dit'"):
+    factory.model(_config(video_patch=(1, 2, 2)))
+  with pytest.raises(ValueError, match="unknown DiT 'tiny'"):
+    factory.model(_config(variant="tiny"))
