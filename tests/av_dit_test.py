@@ -114,19 +114,26 @@ def test_parameter_counts_trainable_vs_total(run):
 
 
 def test_every_monl_task_samples_from_an_av_dit_checkpoint_through_the_front_end(run):
+  """--mode=sample's path (frontend.write_task_samples on Run.load) for one task of every kind, and guidance."""
   config, workdir, _, _ = run
   loaded = frontend.Run.load(workdir)
-  a, v = factory.gaussian_toy(config).sample(jax.random.PRNGKey(5), 2)
-  a, v = np.asarray(a), np.asarray(v)
   segments = factory.frame_segments(config)
-  for spec in config.sampling.tasks + ("joint", "v2a", "av_inpaint:1:1", "audio_continue:2", "video_continue:2"):
-    mask = factory.task(spec, config.num_segments)
-    got_a, got_v = loaded.sample(mask, a, v, jax.random.PRNGKey(0))
-    assert got_a.shape == a.shape and got_v.shape == v.shape and np.isfinite(got_a).all() and np.isfinite(got_v).all()
-    given_a, given_v = mask[monl.AUDIO][segments.audio], mask[monl.VIDEO][segments.video]
-    np.testing.assert_allclose(got_a[:, given_a], a[:, given_a], rtol=1e-4, atol=1e-4, err_msg=spec)
-    np.testing.assert_allclose(got_v[:, given_v], v[:, given_v], rtol=1e-4, atol=1e-4, err_msg=spec)
-    assert not np.allclose(got_v[:, ~given_v], v[:, ~given_v]) if (~given_v).any() else True
+  tasks = ("joint", "a2v", "v2a", "av_continue:1", "av_inpaint:1:1", "audio_continue:2", "video_continue:2")
+  assert {spec.split(":")[0] for spec in tasks} == set(monl.TASKS)
+  for spec, path in frontend.write_task_samples(loaded, workdir, tasks, num_samples=2).items():
+    got = np.load(path)
+    a, v, given_a, given_v = got["audio"], got["video"], got["given_audio"], got["given_video"]
+    assert a.shape == given_a.shape and v.shape == given_v.shape and np.isfinite(a).all() and np.isfinite(v).all()
+    mask_a, mask_v = got["mask"][monl.AUDIO][segments.audio], got["mask"][monl.VIDEO][segments.video]
+    np.testing.assert_allclose(a[:, mask_a], given_a[:, mask_a], rtol=1e-4, atol=1e-4, err_msg=spec)
+    np.testing.assert_allclose(v[:, mask_v], given_v[:, mask_v], rtol=1e-4, atol=1e-4, err_msg=spec)
+    assert not np.allclose(v[:, ~mask_v], given_v[:, ~mask_v]) if (~mask_v).any() else True
+  # MoNL guidance: the dropped-condition half runs in the same batched call and changes the sample.
+  a, v = given_a, given_v
+  mask = monl.a2v(config.num_segments)
+  plain = loaded.sample(mask, a, v, jax.random.PRNGKey(0))[1]
+  guided = loaded.sample(mask, a, v, jax.random.PRNGKey(0), guidance=2.0)[1]
+  assert np.isfinite(guided).all() and not np.allclose(guided, plain)
 
 
 def test_bad_model_fields_are_named():
