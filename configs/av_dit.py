@@ -19,8 +19,9 @@ def get_config(arg: str = ""):
   c = factory.load_config("gaussian.py" + (":test" if arg else ""), relative_to=__file__)
   # variant: the image DiT by its paper name (models/dit.VARIANTS); depth / width / num_heads shrink it.
   # num_classes, freq_shift, learn_sigma: the DiT's, as its converted file has them (0: unconditional).
+  # adapter_dim: the audio adapters' bottleneck; temporal_dim: the width temporal attention runs in (0: the model's).
   c.model = dict(kind="av_dit", variant="S/2", depth=2, width=64, num_heads=4, audio_patch=2, num_classes=0,
-                 freq_shift=0.0, learn_sigma=False, adapter_dim=16, dtype="float32")
+                 freq_shift=0.0, learn_sigma=False, adapter_dim=16, temporal_dim=16, dtype="float32")
   c.train.trainable = "adapters"
   if arg == "test":
     c.model.update(width=32, num_heads=2, adapter_dim=8)

@@ -101,16 +101,19 @@ def test_parameter_counts_trainable_vs_total(run):
   assert total - n_trainable == sum(v.size for v in dit_params.values())         # the frozen part is the DiT
   # At the paper's scale (DiT-XL/2 with its 1000 classes and learned sigma), counted from shapes alone: the
   # counts do not depend on the latents' sizes, so the smallest ones that fit trace fastest.
-  xl = av_dit.make_model("XL/2", num_segments=1, audio_patch=1, learn_sigma=True, num_classes=1000)
-  shapes = jax.eval_shape(xl.init, jax.random.PRNGKey(0), jnp.zeros((1, 1, 16)), jnp.zeros((1, 1, 2, 2, 4)),
-                          jnp.zeros((1, 2, 1), jnp.int32))["params"]
-  shapes = nn.unbox(shapes)
-  sizes = {k: int(np.prod(v.shape)) for k, v in traverse_util.flatten_dict(shapes).items()}
-  xl_trainable = sum(v for k, v in sizes.items() if is_adapter(k))
-  image = dit.make_dit("XL/2", input_size=32)
-  assert sum(sizes.values()) - xl_trainable == sum(int(np.prod(s)) for s in dit.param_shapes(image).values())
-  print(f"tiny: {n_trainable} of {total} train; XL/2: {xl_trainable / 1e6:.1f}M of {sum(sizes.values()) / 1e6:.1f}M")
-  assert xl_trainable < 0.25 * sum(sizes.values())
+  image_count = sum(int(np.prod(s)) for s in dit.param_shapes(dit.make_dit("XL/2", input_size=32)).values())
+  counts = {}
+  for temporal_dim in (0, 288):        # temporal attention at the full width 1152, and at a quarter of it
+    xl = av_dit.make_model("XL/2", num_segments=1, audio_patch=1, learn_sigma=True, num_classes=1000,
+                           temporal_dim=temporal_dim)
+    shapes = nn.unbox(jax.eval_shape(xl.init, jax.random.PRNGKey(0), jnp.zeros((1, 1, 16)),
+                                     jnp.zeros((1, 1, 2, 2, 4)), jnp.zeros((1, 2, 1), jnp.int32))["params"])
+    sizes = {k: int(np.prod(v.shape)) for k, v in traverse_util.flatten_dict(shapes).items()}
+    counts[temporal_dim] = sum(v for k, v in sizes.items() if is_adapter(k)), sum(sizes.values())
+    assert counts[temporal_dim][1] - counts[temporal_dim][0] == image_count
+  print(f"tiny: {n_trainable} of {total} train; XL/2: " +
+        ", ".join(f"temporal_dim {k}: {a / 1e6:.1f}M of {b / 1e6:.1f}M" for k, (a, b) in counts.items()))
+  assert counts[0][0] < 0.25 * counts[0][1] and counts[288][0] < 0.1 * counts[288][1]
 
 
 def test_every_monl_task_samples_from_an_av_dit_checkpoint_through_the_front_end(run):

@@ -34,9 +34,11 @@ ADAPTERS = r"^(audio_embed|audio_cond|audio_head|audio_adapter_\d+|temporal_\d+|
 
 
 class TemporalAttention(nn.Module):
-  """Attention over frames at each spatial position, residual through a per-channel gate that starts at zero."""
+  """Attention over frames at each spatial position, residual through a per-channel gate that starts at zero.
+  hidden > 0 attends in that narrower width (a down and an up projection around it): fewer trainable params."""
   width: int
   num_heads: int
+  hidden: int = 0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -45,9 +47,13 @@ class TemporalAttention(nn.Module):
     b, t, s, d = x.shape
     h = nn.LayerNorm(1e-6, dtype=self.dtype, name="norm")(x)
     h = h + jnp.asarray(avdit.sincos(np.arange(t), d), h.dtype)[None, :, None]      # frame positions
-    h = einops.rearrange(h, "b t s d -> (b s) t d")                                 # (B*S, T, D)
-    h = avdit.Attention(d, self.num_heads, dtype=self.dtype, name="attn")(h)
-    h = einops.rearrange(h, "(b s) t d -> b t s d", b=b)
+    if self.hidden:
+      h = nn.Dense(self.hidden, dtype=self.dtype, name="down")(h)                   # (B, T, S, r)
+    h = einops.rearrange(h, "b t s r -> (b s) t r")                                 # (B*S, T, r)
+    h = avdit.Attention(h.shape[-1], self.num_heads, dtype=self.dtype, name="attn")(h)
+    h = einops.rearrange(h, "(b s) t r -> b t s r", b=b)
+    if self.hidden:
+      h = nn.Dense(d, dtype=self.dtype, name="up")(h)                               # (B, T, S, D)
     gate = self.param("gate", avdit.zeros_init, (d,), jnp.float32)
     return x + gate.astype(x.dtype) * h
 
@@ -73,6 +79,7 @@ class AVAdaptedDiT(nn.Module):
     patch: the DiT's spatial patch (video_patch is (1, patch, patch): frames stay whole).
     learn_sigma: the DiT's final layer predicts 2 * Cv channels (the published ones); the first Cv are kept.
     adapter_dim: hidden width of the audio adapters.
+    temporal_dim: width the temporal attention runs in (0: the model's width).
   """
   num_segments: int
   depth: int = 12
@@ -85,6 +92,7 @@ class AVAdaptedDiT(nn.Module):
   freq_shift: float = 0.0
   learn_sigma: bool = False
   adapter_dim: int = 64
+  temporal_dim: int = 0
   dtype: Any = jnp.float32
 
   @property
@@ -129,7 +137,7 @@ class AVAdaptedDiT(nn.Module):
     for i in range(self.depth):
       block = avdit.Block(d, self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}")
       v = block(v, c_video)                                                                # (B*Tv, S, D)
-      v = TemporalAttention(d, self.num_heads, self.dtype, name=f"temporal_{i}")(
+      v = TemporalAttention(d, self.num_heads, self.temporal_dim, self.dtype, name=f"temporal_{i}")(
           v.reshape(b, tv, gh * gw, d)).reshape(b * tv, gh * gw, d)
       a = BottleneckAdapter(d, self.adapter_dim, self.dtype, name=f"audio_adapter_{i}")(block(a, c_audio))
 
@@ -172,7 +180,8 @@ def count_flops(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int) -> f
   attend = lambda groups, length: groups * 2 * 2 * length * length * d
   frozen = dense(gt * s) + attend(gt, s) + 2 * gt * 6 * d * d                 # frames, one adaLN per frame
   frozen += dense(la) + attend(1, la) + 2 * la * 6 * d * d                    # audio, adaLN per token
-  temporal = 2 * gt * s * 4 * d * d + attend(s, gt)
+  r = model.temporal_dim or d
+  temporal = 2 * gt * s * (4 * r * r + (2 * d * r if model.temporal_dim else 0)) + attend(s, gt) * r // d
   adapter = 2 * la * 2 * d * model.adapter_dim
   cells = monl.NUM_MODALITIES * model.num_segments
   shared = dense(la + gt * s) + attend(1, la + gt * s) + 2 * cells * 6 * d * d
