@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from avdit_jax.core import diffusion, flow, gaussian, monl, objective, sampling
-from avdit_jax.models import avdit
+from avdit_jax.models import av_dit, avdit
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -83,21 +83,38 @@ def _dtype(name: str, field: str):
   return DTYPES[name]
 
 
-def model(config: ml_collections.ConfigDict) -> avdit.AVDiT:
+MODEL_KINDS = ("avdit", "av_dit")
+
+
+def model(config: ml_collections.ConfigDict):
+  """The denoiser of config.model: kind 'avdit' (the default: models/avdit.py) or 'av_dit' (a frozen image DiT
+  with adapters, models/av_dit.py); both are called as (audio, video, t) -> (audio_out, video_out)."""
   c = config.model
-  overrides = {k: v for k, v in c.items() if k not in ("variant", "dtype", "param_dtype")}
+  kind = c.get("kind", "avdit")
+  if kind not in MODEL_KINDS:
+    raise ValueError(f"model.kind: unknown {kind!r}; expected one of {MODEL_KINDS}.")
+  overrides = {k: v for k, v in c.items() if k not in ("kind", "variant", "dtype", "param_dtype", "num_segments")}
+  dtype = _dtype(c.get("dtype", "float32"), "model.dtype")
+  if kind == "av_dit":
+    return av_dit.make_model(c.variant, num_segments=config.num_segments, time_scale=time_scale(config),
+                             dtype=dtype, **overrides)
   overrides["video_patch"] = tuple(overrides["video_patch"])
-  return avdit.make_model(c.variant, num_segments=config.num_segments, time_scale=time_scale(config),
-                          dtype=_dtype(c.get("dtype", "float32"), "model.dtype"),
-                          param_dtype=_dtype(c.get("param_dtype", "float32"), "model.param_dtype"),
-                          **{k: v for k, v in overrides.items() if k != "num_segments"})
+  return avdit.make_model(c.variant, num_segments=config.num_segments, time_scale=time_scale(config), dtype=dtype,
+                          param_dtype=_dtype(c.get("param_dtype", "float32"), "model.param_dtype"), **overrides)
+
+
+def count_flops(model, layout: avdit.TokenLayout, batch: int) -> float:
+  """Analytic forward matmul FLOPs of either kind of model on one batch."""
+  counter = av_dit.count_flops if isinstance(model, av_dit.AVAdaptedDiT) else avdit.count_flops
+  return counter(layout, model, batch)
 
 
 def frame_segments(config: ml_collections.ConfigDict) -> monl.FrameSegments:
   """Segment of each latent frame, checked against the model's patches."""
   (ta, _), (tv, *_) = config.data.audio_shape, config.data.video_shape
-  avdit.layout_for(model(config), config.data.audio_shape, config.data.video_shape)  # checks shapes
-  return monl.frame_segments(ta, config.model.audio_patch, tv, config.model.video_patch[0],
+  m = model(config)
+  avdit.layout_for(m, config.data.audio_shape, config.data.video_shape)  # checks shapes
+  return monl.frame_segments(ta, m.audio_patch, tv, m.video_patch[0],
                              config.num_segments)
 
 

@@ -69,7 +69,7 @@ class DiT(nn.Module):
     x = nn.Dense(d, name="x_embed", dtype=self.dtype)(tokens)                                # (B, L, D)
     x = x + jnp.asarray(positional_encoding(h // p, d), x.dtype)[None]
     freq = avdit.timestep_features(jnp.asarray(t), 256, freq_shift=self.freq_shift)            # (B, 256)
-    c_vec = _TimestepMLP(d, name="t_embed")(freq)                                             # (B, D)
+    c_vec = TimestepMLP(d, name="t_embed")(freq)                                             # (B, D)
     if self.num_classes:
       labels = jnp.full((b,), self.num_classes, jnp.int32) if y is None else jnp.asarray(y, jnp.int32)
       c_vec = c_vec + nn.Embed(self.num_classes + 1, d, name="y_embed")(labels)                # (B, D)
@@ -80,7 +80,8 @@ class DiT(nn.Module):
     return einops.rearrange(out, "b (h w) (p q c) -> b (h p) (w q) c", h=h // p, p=p, q=p)
 
 
-class _TimestepMLP(nn.Module):
+class TimestepMLP(nn.Module):
+  """DiT's timestep MLP: sincos features [..., 256] -> [..., D]."""
   width: int
 
   @nn.compact

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 from flax import traverse_util
 
+from avdit_jax.models import av_dit
 from avdit_jax.models import lora as lora_lib
 
 LORA_KEY = "lora"
@@ -34,6 +35,8 @@ GROUPS = {
     "mlp": r"^(block_\d+|blocks)/mlp_(in|out)/",
     "adaln": r"/adaLN/",
     "heads": r"^(audio_head|video_head|final)/",
+    # AV-DiT's own params (models/av_dit.py): training these alone keeps its image DiT frozen.
+    "adapters": av_dit.ADAPTERS,
 }
 
 

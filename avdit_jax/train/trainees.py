@@ -82,7 +82,7 @@ def _avdit(config) -> Trainee:
     return {f"loss/{name}": float(aux["strategy_sq"][i] / aux["strategy_count"][i])
             for i, name in enumerate(monl.STRATEGIES) if aux["strategy_count"][i] > 0}
 
-  flops = 3 * avdit.count_flops(avdit.layout_for(model, shapes["audio"], shapes["video"]), model, 1)
+  flops = 3 * factory.count_flops(model, avdit.layout_for(model, shapes["audio"], shapes["video"]), 1)
   return Trainee("avdit", model, shapes, init, loss, summarize,
                  lambda c, state: input_stream(c, objective.segments, state), flops)
 
