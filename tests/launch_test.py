@@ -103,4 +103,5 @@ def test_a_stale_recipe_is_refused_in_one_line():
   assert out.returncode == 1
   assert out.stderr.strip().splitlines() == [
       "error: --config.train.log_evry: configs/gaussian.py has no 'log_evry' at config.train (the keys there are "
-      "['log_every', 'lora', 'num_steps', 'peak_flops_per_device', 'trainable']). Did you mean \"log_every\"?"], out.stderr
+      "['log_every', 'lora', 'num_steps', 'peak_flops_per_device', 'trainable']). Did you mean \"log_every\"?"
+  ], out.stderr
