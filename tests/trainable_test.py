@@ -129,7 +129,8 @@ def test_init_from_a_run_keeps_the_new_runs_optimizer_and_data_position(lora_run
 
 
 def test_init_from_a_converted_file_refuses_wrong_shapes_and_keys(tmp_path):
-  config = _config(num_steps=0)                 # no step: the state as init_from leaves it
+  config = _config(num_steps=1)                 # one step at lr 0: the state as init_from leaves it
+  config.optim.update(lr=0.0, weight_decay=0.0)
   params = {k: v + 1.0 for k, v in flat(_initial(config).params).items()}
   good = tmp_path / "good.safetensors"
   files.write_params(str(good), params)
