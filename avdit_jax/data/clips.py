@@ -106,3 +106,11 @@ def write_clip(path_stem: str, frames: np.ndarray, waveform: np.ndarray, spec: C
     mediafile.save_png(at["frames"], images.frame_strip(frames))
     mediafile.save_png(at["spectrogram"], images.spectrogram_image(audio, spec.sample_rate))
   return {k: os.fspath(path_stem) + s for k, s in suffixes.items()}
+
+
+def write_comparison(path: str, rows: list[tuple[np.ndarray, np.ndarray]], spec: ClipSpec) -> None:
+  """Clips (uint8 frames, waveform with its lead) one above the other in one PNG (media/images.comparison)."""
+  picture = images.comparison([(f, w[spec.lead_samples:]) for f, w in rows], spec.sample_rate)
+  target = paths.path(path)
+  with paths.staged_dir(target.parent) as local:
+    mediafile.save_png(os.path.join(local, target.name), picture)

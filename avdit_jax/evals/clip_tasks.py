@@ -179,6 +179,9 @@ def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: 
     clips.write_clip(paths.join(directory, f"{k}_sample"), generated[0][k], generated[1][k], spec)
     if mask.any():
       clips.write_clip(paths.join(directory, f"{k}_input"), given[0][k], given[1][k], spec)
+    # The real clip (the given portions' source; for joint, a held-out clip) above the sample: the README's figures.
+    clips.write_comparison(paths.join(directory, f"{k}_compare.png"),
+                           [(given[0][k], given[1][k]), (generated[0][k], generated[1][k])], spec)
 
 
 def markdown(results: dict, *, elapsed_s: float | None = None) -> str:

@@ -57,3 +57,19 @@ def spectrogram_image(audio: np.ndarray, sample_rate: int, height: int = 128, fl
   rgb = np.stack([level ** 0.7, level ** 1.5, 0.35 * np.sqrt(level) + 0.4 * level ** 3], -1)  # dark blue -> amber
   img = Image.fromarray((rgb * 255).astype(np.uint8))
   return np.asarray(img.resize((max(img.width, 64) * 2, height), Image.Resampling.BILINEAR))
+
+
+def comparison(rows: list[tuple[np.ndarray, np.ndarray]], sample_rate: int, scale: int = 3) -> np.ndarray:
+  """Clips one above the other, each its frame strip (nearest-neighbour x `scale`, so edges stay as sharp as the
+  model drew them) beside its spectrogram at the strip's height: uint8 [rows * (h + 4) - 4, w, 3], white gaps.
+  rows: (uint8 frames [T, H, W, 3], waveform [S]) per clip, e.g. a real clip above the sample generated from it."""
+  pictures = []
+  for frames, audio in rows:
+    strip = frame_strip(frames).repeat(scale, 0).repeat(scale, 1)                  # [h, ws, 3]
+    spec = spectrogram_image(audio, sample_rate, height=strip.shape[0])            # [h, wa, 3]
+    gap = np.full((strip.shape[0], 6, 3), 255, np.uint8)
+    pictures.append(np.concatenate([strip, gap, spec], 1))
+  width = max(p.shape[1] for p in pictures)
+  pictures = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in pictures]
+  gap = np.full((4, width, 3), 255, np.uint8)
+  return np.concatenate([x for p in pictures for x in (p, gap)][:-1], 0)
