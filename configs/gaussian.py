@@ -56,10 +56,10 @@ def get_config(arg: str = ""):
            "video_continue:2")
   # use_ema: whether sampling (and every evaluator) uses the EMA params; tasks: what --mode=sample writes.
   # sampler: ddim | ddpm | dpm++2m (ddpm), euler | heun | dpm++2m (flow; 'ddim' there is Euler); spacing: uniform |
-  # shifted (by shift) | karras (ddpm); guidance: one weight, or an (audio, video) pair set in a config file (a
-  # number here cannot become a pair on the command line).
-  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto", spacing="uniform", shift=3.0,
-                    use_ema=False, tasks=tasks)
+  # shifted (by shift) | karras (ddpm); guidance: one weight, or an (audio, video) pair
+  # (--config.sampling.guidance='(3.0, 7.0)'; factory.guidance_field lets the flag give either).
+  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=factory.guidance_field(0.0),
+                    loop="auto", spacing="uniform", shift=3.0, use_ema=False, tasks=tasks)
   # Evaluators during and after training (avdit_jax/evals/evaluators.py); every_steps 0: after the last step.
   # gaussian_toy: each task's sample moments against the exact conditional, in WORKDIR/report.md.
   c.evals = dict(gaussian_toy=dict(every_steps=0, tasks=tasks, num_conditions=4, samples_per_condition=64))
