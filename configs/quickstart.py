@@ -9,7 +9,14 @@ each resumes or is skipped when its output is already in the workdir). Sections:
   avdit             configs/gaussian.py's AVDiT training, on the tokenized latents (data.kind = 'latents'),
                     with its evaluator avdit.evals.clip_tasks: the report (avdit_jax/evals/clip_tasks.py)
 Override any field, e.g. --config.avdit.train.num_steps=3000 --config.video_tokenizer.train.num_steps=500.
-Variant `test` shrinks every stage to seconds for the test suite.
+Variant `test` shrinks every stage to seconds for the test suite. Variant `sd_vae` (also `test,sd_vae`) tokenizes
+the video with a public image VAE per frame instead of training a video tokenizer, on synthetic_av/small_frames
+(12 frames, temporal ratio 1: 12 x 4 x 4 x 4 latents from SD's VAE at 32x32); give the converted file:
+
+  python tools/convert_weights.py --kind=sd_vae --input=sd-vae-ft-ema/diffusion_pytorch_model.safetensors \
+      --out=workdir/weights/sd_vae_ft_ema.safetensors
+  python -m avdit_jax.main --config=configs/quickstart.py:sd_vae --workdir=workdir/quickstart_sd_vae \
+      --config.video_tokenizer.weights=workdir/weights/sd_vae_ft_ema.safetensors
 """
 
 import ml_collections
@@ -22,8 +29,11 @@ def _load(name: str, arg: str = "") -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = ""):
-  if arg not in ("", "test"):
-    raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; expected '' or 'test'.")
+  variants = set(arg.split(",")) - {""}
+  if variants - {"test", "sd_vae"}:
+    raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; expected '', 'test', 'sd_vae' or 'test,sd_vae'.")
+  test = "test" in variants
+  arg = "test" if test else ""
   c = ml_collections.ConfigDict()
   # tfds_dir '' = WORKDIR/tfds; wait_timeout_s: how long a process waits for another's files (latent shards,
   # metadata) before it gives up with an error naming them (a peer may have died).
@@ -50,7 +60,7 @@ def get_config(arg: str = ""):
                                  seed=0, fvd=False, fad_weights=""))
   c.avdit = a
 
-  if arg == "test":
+  if test:
     c.pipeline.dataset = "synthetic_av/tiny"
     for tok in (c.video_tokenizer, c.audio_tokenizer):
       tok.data.dataset = "synthetic_av/tiny"
@@ -60,4 +70,12 @@ def get_config(arg: str = ""):
     a.checkpoint.every_steps = 4
     a.sampling.update(num_steps=3, tasks=("joint", "a2v", "v2a", "av_continue:1"))
     a.evals.clip_tasks.update(tasks=("joint", "a2v", "v2a", "av_continue:1"), num_clips=4, media_per_task=1)
+  if "sd_vae" in variants:
+    # The video tokenizer is a converted SD VAE (tools/convert_weights.py --kind=sd_vae) used per frame
+    # (avdit_jax/inference/codec.frame_vae); vae: its architecture (SD's), scale_factor: SD's latent scale.
+    # The clip grid codes every frame (temporal ratio 1); the audio tokenizer trains on the same clips.
+    c.pipeline.dataset = "synthetic_av/tiny_frames" if test else "synthetic_av/small_frames"
+    c.video_tokenizer = dict(kind="sd_vae", weights="", scale_factor=0.18215,
+                             vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, groups=32,
+                                      latent_channels=4))
   return c
