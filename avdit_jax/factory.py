@@ -157,7 +157,7 @@ def schedule(config: ml_collections.ConfigDict) -> diffusion.Schedule:
 
 
 PROCESSES = ("ddpm", "flow")
-FLOW_FIELDS = ("t_sampling", "logit_mean", "logit_std", "shift")
+FLOW_FIELDS = ("t_sampling", "logit_mean", "logit_std", "shift", "loss_weighting")
 
 
 def process_name(config: ml_collections.ConfigDict) -> str:
@@ -174,6 +174,9 @@ def process(config: ml_collections.ConfigDict):
     if config.diffusion.get("t_sampling", "uniform") != "uniform":
       raise ValueError(f"diffusion.t_sampling {config.diffusion.t_sampling!r} is the flow process's; "
                        "process 'ddpm' draws its integer t uniformly (set diffusion.process='flow').")
+    if config.diffusion.get("loss_weighting", "none") != "none":
+      raise ValueError(f"diffusion.loss_weighting {config.diffusion.loss_weighting!r} is the flow process's; "
+                       "process 'ddpm' weighs every element once (set diffusion.process='flow').")
     return schedule(config)
   c = config.diffusion
   return flow.RectifiedFlow(**{k: c[k] for k in FLOW_FIELDS if k in c})

@@ -38,10 +38,11 @@ def get_config(arg: str = ""):
   # Cosine + v-prediction: with epsilon-prediction the cosine schedule's last steps (alpha_bar ~ 1e-9)
   # amplify any epsilon error several hundred times; pair epsilon (the paper's) with 'linear'.
   # process 'flow' (rectified flow, core/flow.py): prediction 'v' is then the velocity eps - x0, and t is drawn
-  # per group by t_sampling: 'uniform', 'logit_normal' (logit_mean, logit_std) or 'shifted' (shift, SD3's 3.0).
+  # per group by t_sampling: 'uniform', 'logit_normal' (logit_mean, logit_std), 'shifted' (shift, SD3's 3.0) or
+  # 'cosine' (the cosine DDPM's SNRs); loss_weighting 'ddpm_v' weighs each error as DDPM's v-loss (core/flow.py).
   # schedule and num_timesteps are DDPM's. On this toy logit_normal with logit_std=1.6 trained flow best (WORKSPACE.md).
   c.diffusion = dict(process="ddpm", schedule="cosine", num_timesteps=1000, prediction="v",
-                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0)
+                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0, loss_weighting="none")
   c.monl = dict(
       # Mixture weights over monl.STRATEGIES (uniform MoNL; the paper does not publish its weights).
       weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0, conditional=0.0),

@@ -46,7 +46,8 @@ def get_config(arg: str = "xl"):
   c.model = dict(variant=SIZES[size], audio_patch=1, video_patch=(1, 2, 2), attention="einsum",
                  remat=CHIPS[chip]["remat"], scan_layers=True, dtype="bfloat16")
   c.diffusion = dict(process="ddpm", schedule="linear", num_timesteps=1000, prediction="epsilon",
-                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0)   # configs/gaussian.py says how
+                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0,   # configs/gaussian.py says how
+                     loss_weighting="none")
   c.monl = dict(weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0,
                              conditional=0.0),
                 clean_prob=0.25, task="", modality_weights=(1.0, 1.0))
