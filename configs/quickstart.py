@@ -11,7 +11,8 @@ each resumes or is skipped when its output is already in the workdir). Sections:
 Override any field, e.g. --config.avdit.train.num_steps=3000 --config.video_tokenizer.train.num_steps=500.
 Variant `test` shrinks every stage to seconds for the test suite. Variant `sd_vae` (also `test,sd_vae`) tokenizes
 the video with a public image VAE per frame instead of training a video tokenizer, on synthetic_av/small_frames
-(12 frames, temporal ratio 1: 12 x 4 x 4 x 4 latents from SD's VAE at 32x32); give the converted file:
+(12 frames, temporal ratio 1: 12 x 4 x 4 x 4 latents from SD's VAE at 32x32, audio 60 x 8); give the converted
+file:
 
   python tools/convert_weights.py --kind=sd_vae --input=sd-vae-ft-ema/diffusion_pytorch_model.safetensors \
       --out=workdir/weights/sd_vae_ft_ema.safetensors
@@ -73,8 +74,10 @@ def get_config(arg: str = ""):
   if "sd_vae" in variants:
     # The video tokenizer is a converted SD VAE (tools/convert_weights.py --kind=sd_vae) used per frame
     # (avdit_jax/inference/codec.frame_vae); vae: its architecture (SD's), scale_factor: SD's latent scale.
-    # The clip grid codes every frame (temporal ratio 1); the audio tokenizer trains on the same clips.
+    # The clip grid codes every frame (temporal ratio 1); the audio tokenizer trains on the same clips with a hop
+    # of 200 samples (patch 20 x strides 2, 5): 5 audio latents per frame (hop 160 would give 6.25).
     c.pipeline.dataset = "synthetic_av/tiny_frames" if test else "synthetic_av/small_frames"
+    c.audio_tokenizer.model.patch_size = 20
     c.video_tokenizer = dict(kind="sd_vae", weights="", scale_factor=0.18215,
                              vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, groups=32,
                                       latent_channels=4))

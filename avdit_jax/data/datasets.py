@@ -60,8 +60,7 @@ class SyntheticAVConfig(tfds.core.BuilderConfig):
 
 _SMALL_CLIP = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
 # For a per-frame video tokenizer (models/sd_vae.FrameVAE): every frame is a latent frame and the audio has no lead.
-# 12 frames at 8 fps give the 12000 samples of _SMALL_CLIP's audio (75 latent frames of the quickstart's audio
-# tokenizer) and 3 segments of 4 frames and 25 audio latents each.
+# 12 frames at 8 fps: the 12000 audio samples of _SMALL_CLIP's and 3 segments of 4 frames (1.5 s, no lead).
 _FRAMES_CLIP = clips.ClipSpec(num_frames=12, frame_rate=8.0, height=32, width=32, sample_rate=8000, temporal_ratio=1)
 
 
