@@ -6,6 +6,7 @@ and raises errors that name the field.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 
@@ -36,10 +37,18 @@ def load_config(spec: str, *, relative_to: str | None = None) -> ml_collections.
   return module.get_config(arg) if arg else module.get_config()
 
 
+def guidance_field(weight=0.0) -> ml_collections.FieldReference:
+  """A `sampling.guidance` config value that the command line can set to a number or an (audio, video) pair:
+  ml_collections fixes a field's type from its first value (a float field refuses '(3.0, 7.0)'), and type
+  `object` makes config_flags read the flag as a Python literal instead. check_override checks the value."""
+  return ml_collections.FieldReference(weight, field_type=object)
+
+
 def check_override(config: ml_collections.ConfigDict, override: str, where: str = "the config") -> None:
   """`a.b.c=value` (a --config.a.b.c flag without its prefix) must name a field that exists in `config`;
   otherwise a one-line ValueError naming the override, the keys at the level where it went wrong and, for a
-  misplaced key, where that name does exist."""
+  misplaced key, where that name does exist. A `sampling.guidance` value must be one weight or an (audio,
+  video) pair, in a field made by `guidance_field`."""
   name = override.split("=", 1)[0]
   node, walked = config, []
   for key in name.split("."):
@@ -53,6 +62,24 @@ def check_override(config: ml_collections.ConfigDict, override: str, where: str 
       listing = f"the keys there are {keys}" if keys else f"config.{'.'.join(walked)} is a value, not a section"
       raise ValueError(f"--config.{name}: {where} has no {key!r} at {level} ({listing}){hint}")
     node, walked = node[key], walked + [key]
+  if walked[-2:] == ["sampling", "guidance"] and "=" in override:
+    _check_guidance(config, name, override.split("=", 1)[1], where)
+
+
+def _check_guidance(config: ml_collections.ConfigDict, name: str, text: str, where: str) -> None:
+  *parents, key = name.split(".")
+  section = config
+  for k in parents:
+    section = section[k]
+  try:
+    value = ast.literal_eval(text)
+    sampling.guidance_weights(value)
+  except (SyntaxError, ValueError, TypeError):
+    raise ValueError(f"--config.{name}={text}: expected a number >= 0 or an (audio, video) pair of them, "
+                     "e.g. 3.0 or '(3.0, 7.0)'.") from None
+  if section.get_type(key) is not object:
+    raise ValueError(f"--config.{name}: {where} holds it as a plain {section.get_type(key).__name__}, which "
+                     "the command line cannot change to a pair; make it factory.guidance_field(...) there.")
 
 
 def _find_key(node, key: str, prefix: str = "config") -> list[str]:
@@ -130,7 +157,7 @@ def schedule(config: ml_collections.ConfigDict) -> diffusion.Schedule:
 
 
 PROCESSES = ("ddpm", "flow")
-FLOW_FIELDS = ("t_sampling", "logit_mean", "logit_std", "shift")
+FLOW_FIELDS = ("t_sampling", "logit_mean", "logit_std", "shift", "loss_weighting")
 
 
 def process_name(config: ml_collections.ConfigDict) -> str:
@@ -147,6 +174,9 @@ def process(config: ml_collections.ConfigDict):
     if config.diffusion.get("t_sampling", "uniform") != "uniform":
       raise ValueError(f"diffusion.t_sampling {config.diffusion.t_sampling!r} is the flow process's; "
                        "process 'ddpm' draws its integer t uniformly (set diffusion.process='flow').")
+    if config.diffusion.get("loss_weighting", "none") != "none":
+      raise ValueError(f"diffusion.loss_weighting {config.diffusion.loss_weighting!r} is the flow process's; "
+                       "process 'ddpm' weighs every element once (set diffusion.process='flow').")
     return schedule(config)
   c = config.diffusion
   return flow.RectifiedFlow(**{k: c[k] for k in FLOW_FIELDS if k in c})

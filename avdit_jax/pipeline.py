@@ -1,7 +1,8 @@
 """The main job, stage by stage: clips -> tokenizers -> latents -> AVDiT -> every task -> report.
 
   WORKDIR/tfds             the clip data set (built here when it is a synthetic one)
-  WORKDIR/video_tokenizer  a training run (train.py), with report.md
+  WORKDIR/video_tokenizer  a training run (train.py), with report.md; or, with video_tokenizer.kind 'sd_vae'
+                           (configs/quickstart.py:sd_vae), frame_vae.json naming a converted SD VAE used per frame
   WORKDIR/audio_tokenizer  a training run, with report.md
   WORKDIR/latents/train    the tokenized training split (avdit_jax/data/latents.py format)
   WORKDIR/avdit            the AVDiT training run on those latents
@@ -55,8 +56,10 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the report's path."""
   started = time.time()
+  trained_video = codec.video_tokenizer_kind(config.video_tokenizer) == "trained"
   for name in ("video_tokenizer", "audio_tokenizer", "avdit"):    # every stage's loop, before the first compiles
-    trainer.check_loop_config(config[name], f"config.{name}")
+    if name != "video_tokenizer" or trained_video:
+      trainer.check_loop_config(config[name], f"config.{name}")
   tfds_dir = config.pipeline.tfds_dir or paths.join(workdir, "tfds")
   _stage(0, f"data set {config.pipeline.dataset}", started)
   datasets.prepare(config.pipeline.dataset, tfds_dir)
@@ -64,6 +67,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   tokenizers = {}
   for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
     _stage(i, name, started)
+    if name == "video_tokenizer" and not trained_video:   # a public image VAE per frame: nothing to train
+      tokenizers[name] = codec.frame_vae(config.video_tokenizer, config.pipeline.dataset, tfds_dir)
+      codec.save_frame_vae(tokenizers[name], paths.join(workdir, name))
+      continue
     sub, run_dir = tokenizer_config(config, name, tfds_dir), paths.join(workdir, name)
     trainer.train_and_evaluate(sub, run_dir, evaluators.for_config(sub, run_dir))   # writes its report.md
     tokenizers[name] = codec.load(run_dir)

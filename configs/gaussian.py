@@ -38,10 +38,11 @@ def get_config(arg: str = ""):
   # Cosine + v-prediction: with epsilon-prediction the cosine schedule's last steps (alpha_bar ~ 1e-9)
   # amplify any epsilon error several hundred times; pair epsilon (the paper's) with 'linear'.
   # process 'flow' (rectified flow, core/flow.py): prediction 'v' is then the velocity eps - x0, and t is drawn
-  # per group by t_sampling: 'uniform', 'logit_normal' (logit_mean, logit_std) or 'shifted' (shift, SD3's 3.0).
+  # per group by t_sampling: 'uniform', 'logit_normal' (logit_mean, logit_std), 'shifted' (shift, SD3's 3.0) or
+  # 'cosine' (the cosine DDPM's SNRs); loss_weighting 'ddpm_v' weighs each error as DDPM's v-loss (core/flow.py).
   # schedule and num_timesteps are DDPM's. On this toy logit_normal with logit_std=1.6 trained flow best (WORKSPACE.md).
   c.diffusion = dict(process="ddpm", schedule="cosine", num_timesteps=1000, prediction="v",
-                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0)
+                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0, loss_weighting="none")
   c.monl = dict(
       # Mixture weights over monl.STRATEGIES (uniform MoNL; the paper does not publish its weights).
       weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0, conditional=0.0),
@@ -56,10 +57,10 @@ def get_config(arg: str = ""):
            "video_continue:2")
   # use_ema: whether sampling (and every evaluator) uses the EMA params; tasks: what --mode=sample writes.
   # sampler: ddim | ddpm | dpm++2m (ddpm), euler | heun | dpm++2m (flow; 'ddim' there is Euler); spacing: uniform |
-  # shifted (by shift) | karras (ddpm); guidance: one weight, or an (audio, video) pair set in a config file (a
-  # number here cannot become a pair on the command line).
-  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=0.0, loop="auto", spacing="uniform", shift=3.0,
-                    use_ema=False, tasks=tasks)
+  # shifted (by shift) | karras (ddpm); guidance: one weight, or an (audio, video) pair
+  # (--config.sampling.guidance='(3.0, 7.0)'; factory.guidance_field lets the flag give either).
+  c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=factory.guidance_field(0.0),
+                    loop="auto", spacing="uniform", shift=3.0, use_ema=False, tasks=tasks)
   # Evaluators during and after training (avdit_jax/evals/evaluators.py); every_steps 0: after the last step.
   # gaussian_toy: each task's sample moments against the exact conditional, in WORKDIR/report.md.
   c.evals = dict(gaussian_toy=dict(every_steps=0, tasks=tasks, num_conditions=4, samples_per_condition=64))

@@ -46,7 +46,8 @@ def get_config(arg: str = "xl"):
   c.model = dict(variant=SIZES[size], audio_patch=1, video_patch=(1, 2, 2), attention="einsum",
                  remat=CHIPS[chip]["remat"], scan_layers=True, dtype="bfloat16")
   c.diffusion = dict(process="ddpm", schedule="linear", num_timesteps=1000, prediction="epsilon",
-                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0)   # configs/gaussian.py says how
+                     t_sampling="uniform", logit_mean=0.0, logit_std=1.0, shift=1.0,   # configs/gaussian.py says how
+                     loss_weighting="none")
   c.monl = dict(weights=dict(vanilla=1.0, per_modality=1.0, per_segment=1.0, per_segment_modality=1.0,
                              conditional=0.0),
                 clean_prob=0.25, task="", modality_weights=(1.0, 1.0))
@@ -54,8 +55,8 @@ def get_config(arg: str = "xl"):
   c.train.num_steps = 400_000
   c.checkpoint.every_steps = 2000
   c.mesh.shape = (-1, 16, 1)
-  c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=2.0, loop="auto", spacing="uniform", shift=3.0,
-                    use_ema=True,
+  c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=factory.guidance_field(2.0),
+                    loop="auto", spacing="uniform", shift=3.0, use_ema=True,
                     tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"))
   c.evals = {}
   return c

@@ -11,6 +11,14 @@ each resumes or is skipped when its output is already in the workdir). Sections:
 Override any field, e.g. --config.avdit.train.num_steps=3000 --config.video_tokenizer.train.num_steps=500.
 Variant `long` trains the AVDiT five times longer and evaluates it every 2000 steps (the curve: tools/curve.py);
 `test` shrinks every stage to seconds for the test suite (the pre-recipe settings: DDPM, 16 latent channels).
+Variant `sd_vae` (also `test,sd_vae`) tokenizes the video with a public image VAE per frame instead of
+training a video tokenizer, on synthetic_av/small_frames (12 frames, temporal ratio 1: 12 x 4 x 4 x 4 latents
+from SD's VAE at 32x32, audio 60 x 8); give the converted file:
+
+  python tools/convert_weights.py --kind=sd_vae --input=sd-vae-ft-ema/diffusion_pytorch_model.safetensors \
+      --out=workdir/weights/sd_vae_ft_ema.safetensors
+  python -m avdit_jax.main --config=configs/quickstart.py:sd_vae --workdir=workdir/quickstart_sd_vae \
+      --config.video_tokenizer.weights=workdir/weights/sd_vae_ft_ema.safetensors
 """
 
 import ml_collections
@@ -23,8 +31,12 @@ def _load(name: str, arg: str = "") -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str = ""):
-  if arg not in ("", "long", "test"):
-    raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; expected '', 'long' or 'test'.")
+  variants = set(arg.split(",")) - {""}
+  if variants - {"test", "sd_vae", "long"} or variants >= {"test", "long"}:
+    raise ValueError(f"configs/quickstart.py: unknown variant {arg!r}; expected '', 'long', 'test', 'sd_vae' or "
+                     "'test,sd_vae'.")
+  test = "test" in variants
+  arg = "test" if test else ""
   c = ml_collections.ConfigDict()
   # tfds_dir '' = WORKDIR/tfds; wait_timeout_s: how long a process waits for another's files (latent shards,
   # metadata) before it gives up with an error naming them (a peer may have died).
@@ -51,7 +63,7 @@ def get_config(arg: str = ""):
                                  seed=0, fvd=False, fad_weights=""))
   c.avdit = a
 
-  if arg in ("", "long"):
+  if not test:
     # The recipe (WORKSPACE.md "Issue 17: the main job's recipe"), each change measured on this config's report:
     # 8 video latent channels with KL weight 1e-3 (from 16 and 1e-4: latents a small DiT can model; the round trip
     # loses 0.3 dB), rectified flow with logit-normal t and DPM-Solver++(2M) (from DDPM cosine-v and DDIM), and
@@ -63,13 +75,13 @@ def get_config(arg: str = ""):
     a.data.batch_size = 16
     a.train.num_steps = 4000
     a.checkpoint.every_steps = 1000
-  if arg == "long":
+  if "long" in variants:
     # Five times the AVDiT's steps (about an hour on a 2-core CPU), evaluated every 2000 steps: the curve of
     # each probe against compute (python tools/curve.py --workdir=W).
     a.train.num_steps = 20000
     a.checkpoint.every_steps = 2000
     a.evals.clip_tasks.every_steps = 2000
-  if arg == "test":
+  if test:
     c.pipeline.dataset = "synthetic_av/tiny"
     for tok in (c.video_tokenizer, c.audio_tokenizer):
       tok.data.dataset = "synthetic_av/tiny"
@@ -79,4 +91,14 @@ def get_config(arg: str = ""):
     a.checkpoint.every_steps = 4
     a.sampling.update(num_steps=3, tasks=("joint", "a2v", "v2a", "av_continue:1"))
     a.evals.clip_tasks.update(tasks=("joint", "a2v", "v2a", "av_continue:1"), num_clips=4, media_per_task=1)
+  if "sd_vae" in variants:
+    # The video tokenizer is a converted SD VAE (tools/convert_weights.py --kind=sd_vae) used per frame
+    # (avdit_jax/inference/codec.frame_vae); vae: its architecture (SD's), scale_factor: SD's latent scale.
+    # The clip grid codes every frame (temporal ratio 1); the audio tokenizer trains on the same clips with a hop
+    # of 200 samples (patch 20 x strides 2, 5): 5 audio latents per frame (hop 160 would give 6.25).
+    c.pipeline.dataset = "synthetic_av/tiny_frames" if test else "synthetic_av/small_frames"
+    c.audio_tokenizer.model.patch_size = 20
+    c.video_tokenizer = dict(kind="sd_vae", weights="", scale_factor=0.18215,
+                             vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, groups=32,
+                                      latent_channels=4))
   return c

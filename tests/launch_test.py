@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from avdit_jax import factory
@@ -105,3 +106,48 @@ def test_a_stale_recipe_is_refused_in_one_line():
       "error: --config.train.log_evry: configs/gaussian.py has no 'log_evry' at config.train (the keys there are "
       "['log_every', 'lora', 'num_steps', 'peak_flops_per_device', 'trainable']). Did you mean \"log_every\"?"
   ], out.stderr
+
+
+def _guidance_paths(node, prefix=()):
+  for key in node.keys():
+    if isinstance(node[key], ml_collections.ConfigDict):
+      yield from _guidance_paths(node[key], prefix + (key,))
+    elif prefix[-1:] == ("sampling",) and key == "guidance":
+      yield ".".join(prefix + (key,))
+
+
+GUIDED = [(f, p) for f in sorted(glob.glob("configs/*.py", root_dir=ROOT))
+          for p in _guidance_paths(factory.load_config(os.path.join(ROOT, f)))]
+
+
+def test_every_config_has_a_guidance_the_command_line_can_set():
+  assert {f for f, _ in GUIDED} >= {"configs/gaussian.py", "configs/paper.py", "configs/quickstart.py",
+                                    "configs/finetune_lora.py", "configs/av_dit.py"}, GUIDED
+
+
+@pytest.mark.parametrize("rel,path", GUIDED, ids=[f"{f}:{p}" for f, p in GUIDED])
+def test_guidance_takes_a_number_or_a_pair_on_the_command_line(rel, path, monkeypatch):
+  monkeypatch.chdir(ROOT)
+  for text, want in (("(3.0, 7.0)", (3.0, 7.0)), ("4.5", 4.5), ("2", 2)):
+    factory.check_command_line([f"--config={rel}", f"--config.{path}={text}"])
+    node = _load(rel, [f"{path}={text}"])
+    for key in path.split("."):
+      node = node[key]
+    assert node == want, (text, node)
+
+
+@pytest.mark.parametrize("text", ["abc", "(1.0, 2.0, 3.0)", "-1", "(3.0, -7.0)", "[3.0]"])
+def test_a_bad_guidance_is_refused_in_one_line(text):
+  with pytest.raises(ValueError, match=rf"^--config.avdit.sampling.guidance={re.escape(text)}: expected a number "
+                                       r">= 0 or an \(audio, video\) pair of them, e\.g\. 3\.0 or '\(3\.0, 7\.0\)'\.$"):
+    factory.check_command_line([f"--config={ROOT}/configs/quickstart.py", f"--config.avdit.sampling.guidance={text}"])
+
+
+def test_a_guidance_held_as_a_plain_number_is_named(tmp_path):
+  # A user's config that writes guidance=3.0 itself: config_flags would refuse the pair with a traceback.
+  path = tmp_path / "mine.py"
+  path.write_text("import ml_collections\n\ndef get_config():\n  return ml_collections.ConfigDict("
+                  "dict(sampling=dict(guidance=3.0)))\n")
+  with pytest.raises(ValueError, match=r"^--config.sampling.guidance: .*mine.py holds it as a plain float, which the "
+                                       r"command line cannot change to a pair; make it factory.guidance_field\(...\)"):
+    factory.check_command_line([f"--config={path}", "--config.sampling.guidance=(3.0, 7.0)"])

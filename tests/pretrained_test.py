@@ -251,3 +251,67 @@ def test_frame_vae_is_the_image_vae_on_every_frame_with_the_scale_factor(diffuse
   decoded = frame_vae.apply(params, latents, method=frame_vae.decode)
   direct = vae.apply({"params": params["params"]["vae"]}, mean, method=vae.decode)
   np.testing.assert_allclose(decoded[1, 2], direct[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_main_job_tokenizes_clips_with_a_converted_sd_vae_and_trains_on_its_latents(tmp_path):
+  """configs/quickstart.py:test,sd_vae end to end with a random-init diffusers AutoencoderKL converted as
+  tools/convert_weights.py does: the latents are that VAE's per-frame posterior means times the scale factor,
+  the AVDiT trains on them, and the run loads and samples with the VAE as its video tokenizer."""
+  from avdit_jax import factory, pipeline
+  from avdit_jax.data import datasets, latents
+  from avdit_jax.inference import generate
+  channels = (8, 8, 8, 8)                     # 4 levels: f = 8, 32x32 frames -> 4x4x4, the quickstart's 48 tokens
+  torch.manual_seed(3)
+  model_torch = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=channels,
+                                        layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                                        sample_size=32).eval()
+  model_torch.save_pretrained(tmp_path / "vae")
+  converted = str(tmp_path / "sd_vae.safetensors")
+  vae = sd_vae.AutoencoderKL(block_out_channels=channels, layers_per_block=1, groups=4, latent_channels=4)
+  files.write_params(converted, vae_conv.convert(str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"), vae))
+
+  config = factory.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart.py:test,sd_vae"))
+  config.video_tokenizer.update(weights=converted, scale_factor=0.5)
+  config.video_tokenizer.vae.update(block_out_channels=channels, layers_per_block=1, groups=4)
+  config.audio_tokenizer.train.num_steps = 10          # the audio tokenizer is not what this test is about
+  config.avdit.evals.clip_tasks.tasks = ("a2v", "av_continue:1")   # two tasks are enough to see it samples
+  workdir = str(tmp_path / "run")
+  report = open(pipeline.run(config, workdir)).read()
+  assert "## a2v" in report and "## av_continue:1" in report and "| a2v_sync_ms |" in report
+
+  meta = latents.Metadata.read(os.path.join(workdir, "latents", "train"))
+  assert tuple(meta.video_shape) == (12, 4, 4, 4) and tuple(meta.audio_shape) == (60, 8), meta
+  clip = latents.read_clips(os.path.join(workdir, "latents", "train"), meta, 1)[0]
+  source, _ = datasets.data_source("synthetic_av/tiny_frames", "train", os.path.join(workdir, "tfds"))
+  ids = [source[i]["clip_id"] for i in range(len(source))]
+  frames = source[[i.decode() if isinstance(i, bytes) else str(i) for i in ids].index(clip["clip_id"])]["video"]
+  with torch.no_grad():                       # the reference VAE on each frame of that clip, NCHW in [-1, 1]
+    x = torch.from_numpy(frames.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+    want = 0.5 * model_torch.encode(x).latent_dist.mean.permute(0, 2, 3, 1).numpy()
+  assert rel_err(clip["video"], want) <= TOL, rel_err(clip["video"], want)
+
+  assert os.path.isdir(os.path.join(workdir, "avdit", "checkpoints", "4"))
+  gen = generate.Generator.load(workdir)                # the run in use: the VAE is found again by frame_vae.json
+  assert isinstance(gen.pair.video.module, sd_vae.FrameVAE) and gen.spec.temporal_ratio == 1
+  audio, video = gen.pair.decode(clip["audio"][None], clip["video"][None])
+  assert video.shape == (1, 12, 32, 32, 3) and audio.shape == (1, 12000)
+
+
+def test_an_sd_vae_video_tokenizer_needs_a_grid_of_ratio_1_and_its_own_shapes(tmp_path):
+  from avdit_jax import factory
+  from avdit_jax.inference import codec
+  config = factory.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart.py:test,sd_vae"))
+  with pytest.raises(ValueError, match=r"^video_tokenizer.weights is empty"):
+    codec.frame_vae(config.video_tokenizer, config.pipeline.dataset, str(tmp_path))
+  config.video_tokenizer.weights = str(tmp_path / "none.safetensors")
+  with pytest.raises(ValueError, match=r"temporal ratio 1\), but data set 'synthetic_av/tiny' has ratio 4"):
+    codec.frame_vae(config.video_tokenizer, "synthetic_av/tiny", str(tmp_path))
+  vae = sd_vae.AutoencoderKL(block_out_channels=(8, 8, 8, 8), layers_per_block=1, groups=4, latent_channels=4)
+  flat = {k: np.zeros(s, np.float32) for k, s in vae_conv.param_shapes(vae).items()}
+  files.write_params(config.video_tokenizer.weights, flat)
+  with pytest.raises(ValueError, match=r"decoder/conv_in/bias has shape \(8,\), the model's has \(512,\)"):
+    codec.frame_vae(config.video_tokenizer, config.pipeline.dataset, str(tmp_path))   # SD's architecture
+  config.video_tokenizer.kind = "sdvae"
+  with pytest.raises(ValueError, match=r"^video_tokenizer.kind: unknown 'sdvae'"):
+    codec.video_tokenizer_kind(config.video_tokenizer)

@@ -233,6 +233,31 @@ def test_flow_time_draws():
   assert shifted.mean() > 0.6                                                      # pushed towards noise
 
 
+def test_flow_cosine_draws_and_ddpm_v_weighting_are_the_cosine_ddpm_loss():
+  """'cosine' t has the SNRs of the cosine DDPM at uniform steps, and with 'ddpm_v' a flow v error costs what
+  DDPM's v-loss charges for the same x0 error at the same SNR."""
+  key = jax.random.PRNGKey(1)
+  t = np.asarray(flow.RectifiedFlow("cosine").draw_levels(key, (20000,)))
+  schedule = diffusion.make_schedule("cosine")
+  abar = np.asarray(schedule.alpha_bar)[1:]
+  log_snr_ddpm = np.log(abar / (1 - abar))                 # at every integer step, drawn uniformly in training
+  log_snr_flow = 2 * np.log((1 - t) / t)
+  q = [0.1, 0.25, 0.5, 0.75, 0.9]                          # the tails differ by the schedule's offset s = 0.008
+  np.testing.assert_allclose(np.quantile(log_snr_flow, q), np.quantile(log_snr_ddpm, q), atol=0.25)
+  process = flow.RectifiedFlow(loss_weighting="ddpm_v")
+  t = np.linspace(0.02, 0.98, 49).astype(np.float32)
+  sigma = t / np.sqrt(t ** 2 + (1 - t) ** 2)                # DDPM's sqrt(1 - abar) at the same SNR
+  x0, eps = np.random.default_rng(0).normal(size=(2, 49)).astype(np.float32)
+  z = process.add_noise(x0, eps, t)
+  err = 0.1                                                # a v error -> an x0 error of t * err
+  x0_hat, _ = process.to_x0_and_eps(z, process.target(x0, eps, t, "v") + err, t, "v")
+  ddpm_v_loss = np.square((x0_hat - x0) / sigma)           # DDPM v-prediction: x0 error = sigma * v error
+  np.testing.assert_allclose(process.loss_weight(t) * err ** 2, ddpm_v_loss, rtol=1e-3)
+  assert float(flow.RectifiedFlow().loss_weight(0.3)) == 1.0
+  with pytest.raises(ValueError, match="diffusion.loss_weighting"):
+    flow.RectifiedFlow(loss_weighting="sd3")
+
+
 @pytest.mark.parametrize("spacing", diffusion.SPACINGS)
 def test_ddpm_spacings_run_from_T_to_zero(spacing):
   schedule = diffusion.make_schedule("linear", 1000)

@@ -22,6 +22,11 @@ flags.DEFINE_integer("input_size", 32, "dit: latent size (32 for the 256x256 mod
 flags.DEFINE_integer("num_classes", 1000, "dit: class labels (0: unconditional).")
 flags.DEFINE_integer("in_channels", 4, "dit: latent channels.")
 flags.DEFINE_bool("learn_sigma", True, "dit: the output holds the variance too (2 x in_channels), as published.")
+flags.DEFINE_list("vae_channels", ["128", "256", "512", "512"], "sd_vae: block_out_channels (SD's by default); "
+                  "configs/quickstart.py:sd_vae's video_tokenizer.vae must say the same.")
+flags.DEFINE_integer("vae_layers_per_block", 2, "sd_vae: resnets per encoder level.")
+flags.DEFINE_integer("vae_groups", 32, "sd_vae: GroupNorm groups.")
+flags.DEFINE_integer("vae_latent_channels", 4, "sd_vae: latent channels.")
 flags.mark_flags_as_required(["kind", "input", "out"])
 FLAGS = flags.FLAGS
 
@@ -40,7 +45,9 @@ def main(argv):
   else:
     from avdit_jax.models import sd_vae
     from avdit_jax.pretrained import sd_vae as convert
-    flat = convert.convert(FLAGS.input, sd_vae.AutoencoderKL())
+    flat = convert.convert(FLAGS.input, sd_vae.AutoencoderKL(
+        block_out_channels=tuple(int(c) for c in FLAGS.vae_channels), layers_per_block=FLAGS.vae_layers_per_block,
+        groups=FLAGS.vae_groups, latent_channels=FLAGS.vae_latent_channels))
   files.write_params(FLAGS.out, flat, source=FLAGS.input)
   print(f"{sum(v.size for v in flat.values()):,} parameters in {len(flat)} arrays -> {FLAGS.out}")
 

@@ -51,6 +51,10 @@ class Schedule(NamedTuple):
   def add_noise(self, x0, eps, t):
     return add_noise(x0, eps, self.alpha_bar[t])
 
+  def loss_weight(self, t):
+    """Every noisy element's squared error counts once (DDPM's simple loss)."""
+    return jnp.ones(jnp.shape(t), jnp.float32)
+
   def target(self, x0, eps, t, prediction: str):
     return target(x0, eps, self.alpha_bar[t], prediction)
 
@@ -107,14 +111,15 @@ def to_x0_and_eps(z: jax.Array, output: jax.Array, alpha_bar: jax.Array,
   return x0, eps
 
 
-def masked_sq_error(output: jax.Array, tgt: jax.Array, noisy: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per-example (sum of squared errors over noisy elements, number of noisy elements).
+def masked_sq_error(output: jax.Array, tgt: jax.Array, noisy: jax.Array,
+                    weight: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """Per-example (sum of weighted squared errors over noisy elements, number of noisy elements).
 
-  `noisy` broadcasts to the latent's shape; clean elements carry no loss (nothing to predict).
-  Returns f32 [B], f32 [B].
+  `noisy` and `weight` (the process's loss weight per element) broadcast to the latent's shape; clean elements
+  carry no loss (nothing to predict). Returns f32 [B], f32 [B].
   """
   noisy = jnp.broadcast_to(noisy, output.shape).astype(jnp.float32)
-  err = jnp.square(output.astype(jnp.float32) - tgt.astype(jnp.float32)) * noisy
+  err = jnp.square(output.astype(jnp.float32) - tgt.astype(jnp.float32)) * noisy * weight
   axes = tuple(range(1, output.ndim))
   return err.sum(axes), noisy.sum(axes)
 

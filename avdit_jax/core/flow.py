@@ -1,9 +1,12 @@
 """Rectified flow with a continuous time per element: z_t = (1 - t) x0 + t eps, t in [0, 1], t = 0 clean.
 
 The network regresses the velocity v = dz/dt = eps - x0 (or x0, or eps). Training draws t per group of
-cells from uniform, logit-normal (SD3: t = sigmoid(mean + std * n)) or shifted (SD3/Flux: the uniform t
-pushed towards noise by t' = s t / (1 + (s - 1) t)). This is the 'flow' process; `diffusion.Schedule` is the
-'ddpm' one, with the same methods (see core/process.py).
+cells from uniform, logit-normal (SD3: t = sigmoid(mean + std * n)), shifted (SD3/Flux: the uniform t
+pushed towards noise by t' = s t / (1 + (s - 1) t)) or 'cosine' (the log-SNR of DDPM's cosine schedule at a
+uniform step: t = sin(pi u / 2) / (sin(pi u / 2) + cos(pi u / 2)), the t of equal SNR). Each element's squared
+error is weighted by `loss_weighting`: 'none', or 'ddpm_v', t^2 + (1 - t)^2, which makes the v-loss weigh the
+x0 error as DDPM's v-prediction loss does at the same SNR (flow's 1 / t^2 against DDPM's 1 + SNR). This is the
+'flow' process; `diffusion.Schedule` is the 'ddpm' one, with the same methods (see core/process.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 PREDICTIONS = ("v", "x0", "epsilon")
-T_SAMPLING = ("uniform", "logit_normal", "shifted")
+T_SAMPLING = ("uniform", "logit_normal", "shifted", "cosine")
+LOSS_WEIGHTINGS = ("none", "ddpm_v")
 SPACINGS = ("uniform", "shifted")
 MIN_T = 1e-5      # the smallest noisy t training draws: t = 0 means clean
 
@@ -36,6 +40,7 @@ class RectifiedFlow:
   logit_mean: float = 0.0
   logit_std: float = 1.0
   shift: float = 1.0          # t_sampling 'shifted': the train-time shift s
+  loss_weighting: str = "none"
 
   name = "flow"
   predictions = PREDICTIONS
@@ -45,6 +50,9 @@ class RectifiedFlow:
   def __post_init__(self):
     if self.t_sampling not in T_SAMPLING:
       raise ValueError(f"diffusion.t_sampling: unknown {self.t_sampling!r}; expected one of {T_SAMPLING}.")
+    if self.loss_weighting not in LOSS_WEIGHTINGS:
+      raise ValueError(f"diffusion.loss_weighting: unknown {self.loss_weighting!r}; expected one of "
+                       f"{LOSS_WEIGHTINGS}.")
     if not self.logit_std > 0 or not self.shift > 0:
       raise ValueError(f"diffusion.logit_std and diffusion.shift must be > 0, got {self.logit_std}, {self.shift}.")
 
@@ -61,7 +69,16 @@ class RectifiedFlow:
       t = jax.random.uniform(key, shape)
       if self.t_sampling == "shifted":
         t = shift_time(t, self.shift)
+      elif self.t_sampling == "cosine":             # (1 - t) / t = cot(pi u / 2): the cosine schedule's SNR
+        sin, cos = jnp.sin(0.5 * jnp.pi * t), jnp.cos(0.5 * jnp.pi * t)
+        t = sin / (sin + cos)
     return jnp.clip(t, MIN_T, 1.0).astype(jnp.float32)
+
+  def loss_weight(self, t):
+    t = jnp.asarray(t, jnp.float32)
+    if self.loss_weighting == "ddpm_v":
+      return jnp.square(t) + jnp.square(1.0 - t)
+    return jnp.ones_like(t)
 
   def coefficients(self, t):
     """(a, s) with z = a x0 + s eps."""

@@ -74,8 +74,10 @@ def loss_fn(objective: Objective, denoise: DenoiseFn, audio: jax.Array, video: j
   z_a = process.add_noise(audio, eps_a, t_a)
   z_v = process.add_noise(video, eps_v, t_v)
   out_a, out_v = denoise(z_a, z_v, t)
-  sq_a, n_a = masked_sq_error(out_a, process.target(audio, eps_a, t_a, objective.prediction), t_a > 0)
-  sq_v, n_v = masked_sq_error(out_v, process.target(video, eps_v, t_v, objective.prediction), t_v > 0)
+  sq_a, n_a = masked_sq_error(out_a, process.target(audio, eps_a, t_a, objective.prediction), t_a > 0,
+                              process.loss_weight(t_a))
+  sq_v, n_v = masked_sq_error(out_v, process.target(video, eps_v, t_v, objective.prediction), t_v > 0,
+                              process.loss_weight(t_v))
   w_a, w_v = objective.modality_weights
   sq = w_a * sq_a + w_v * sq_v                                                    # [B]
   count = w_a * n_a + w_v * n_v                                                   # [B]

@@ -7,7 +7,8 @@ Every builder yields clips on a ClipSpec grid (avdit_jax/data/clips.py) with the
   synthetic_av    the embedded default: bouncing balls whose bounces sound (avdit_jax/data/synthetic_av.py),
                   with ground truth. Configs: 'default' (paper-like: 128x128, 17 frames at 8 fps, 16 kHz),
                   'small' (CPU: 32x32, 9 frames, 8 kHz), 'tiny' (tests), 'small_unseen' (small's grid, other colours
-                  and pitches: a fine-tuning target), 'tiny_unseen' (a handful of those).
+                  and pitches: a fine-tuning target), 'tiny_unseen' (a handful of those), 'small_frames' and
+                  'tiny_frames' (small's scenes on a grid of temporal ratio 1, for an image VAE per frame).
   av_folder       any folder of media files with audio (manual_dir, searched recursively).
   landscape       Landscape (MM-Diffusion's release), manual_dir/{train,test}/<class>/*.mp4.
   aist_plus_plus  AIST++ dance clips (MM-Diffusion's release), manual_dir/{train,test}/*.mp4.
@@ -58,6 +59,9 @@ class SyntheticAVConfig(tfds.core.BuilderConfig):
 
 
 _SMALL_CLIP = clips.ClipSpec(num_frames=9, frame_rate=8.0, height=32, width=32, sample_rate=8000)
+# For a per-frame video tokenizer (models/sd_vae.FrameVAE): every frame is a latent frame and the audio has no lead.
+# 12 frames at 8 fps: the 12000 audio samples of _SMALL_CLIP's and 3 segments of 4 frames (1.5 s, no lead).
+_FRAMES_CLIP = clips.ClipSpec(num_frames=12, frame_rate=8.0, height=32, width=32, sample_rate=8000, temporal_ratio=1)
 
 
 class SyntheticAV(tfds.core.GeneratorBasedBuilder):
@@ -78,6 +82,11 @@ class SyntheticAV(tfds.core.GeneratorBasedBuilder):
       SyntheticAVConfig(name="tiny_unseen", description="small_unseen's clips, a handful of them: for tests.", seed=7,
                         scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS),
                         num_train=8, num_validation=4),
+      SyntheticAVConfig(name="small_frames", description="small's scenes, 12 frames on a grid of temporal ratio 1 "
+                        "(a frame-by-frame image VAE as the video tokenizer).",
+                        scene=synthetic_av.Scene(clip=_FRAMES_CLIP, radius=0.12), num_train=1024, num_validation=64),
+      SyntheticAVConfig(name="tiny_frames", description="small_frames' clips, a handful of them: for tests.",
+                        scene=synthetic_av.Scene(clip=_FRAMES_CLIP, radius=0.12), num_train=8, num_validation=4),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:

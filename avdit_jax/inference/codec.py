@@ -1,6 +1,8 @@
 """Trained tokenizers as a codec: clips <-> latents.
 
-  load(workdir)            a tokenizer run's newest checkpoint: its config, module and (EMA) params
+  load(workdir)            a tokenizer run's newest checkpoint: its config, module and (EMA) params; or, where
+                           frame_vae.json is, the frame-by-frame SD VAE it names (`frame_vae`, `save_frame_vae`)
+  frame_vae(section, ...)  config.video_tokenizer of kind 'sd_vae': a converted SD VAE file as the video tokenizer
   Codec(video, audio)      encode waveforms + uint8 frames to latents [Ta, Ca] and [T', H', W', Cv]; decode back
   load_pair(workdir)       the tokenizer pair of a main-job workdir (configs/quickstart.py)
 
@@ -10,15 +12,23 @@ Audio comes first in every signature and result, as everywhere in the package (m
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from avdit_jax import paths
 from avdit_jax.media import images
+from avdit_jax.models import sd_vae
+from avdit_jax.pretrained import files
+from avdit_jax.pretrained import sd_vae as sd_vae_files
 from avdit_jax.train import checkpoint, sharding, trainees, trainer
+
+VIDEO_TOKENIZER_KINDS = ("trained", "sd_vae")
+FRAME_VAE_FILE = "frame_vae.json"     # in a main job's video_tokenizer/ when that tokenizer is a converted SD VAE
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -30,13 +40,60 @@ class Tokenizer:
 
 
 def load(workdir: str, *, use_ema: bool = True) -> Tokenizer:
-  """The newest restorable checkpoint of a tokenizer run in workdir, rebuilt from the config it saved."""
+  """The newest restorable checkpoint of a tokenizer run in workdir, rebuilt from the config it saved (or the
+  SD VAE that workdir's frame_vae.json names)."""
+  marker = paths.path(workdir) / FRAME_VAE_FILE
+  if marker.exists():
+    saved = ml_collections.ConfigDict(json.loads(marker.read_text()))
+    return frame_vae(saved.video_tokenizer, saved.data.dataset, saved.data.tfds_dir)
   config = checkpoint.saved_config(workdir)
   if config.get("trainee") not in ("video_tokenizer", "audio_tokenizer"):
     raise ValueError(f"{workdir}: the run trained {config.get('trainee', 'avdit')!r}, not a tokenizer.")
   params, module, step = trainer.restore_params(config, workdir, use_ema=use_ema,
                                                 mesh=sharding.single_device_mesh(config))
   return Tokenizer(config, module, params, step)
+
+
+def video_tokenizer_kind(section: ml_collections.ConfigDict) -> str:
+  """config.video_tokenizer.kind: 'trained' (absent: the default; a tokenizer trained by the job) or 'sd_vae'."""
+  kind = section.get("kind", "trained")
+  if kind not in VIDEO_TOKENIZER_KINDS:
+    raise ValueError(f"video_tokenizer.kind: unknown {kind!r}; expected one of {VIDEO_TOKENIZER_KINDS}.")
+  return kind
+
+
+def frame_vae(section: ml_collections.ConfigDict, dataset: str, tfds_dir: str) -> Tokenizer:
+  """A converted SD VAE (section.weights, from tools/convert_weights.py --kind=sd_vae; architecture section.vae)
+  applied frame by frame (models/sd_vae.FrameVAE, latents times section.scale_factor) on dataset's clip grid,
+  which must code every frame (temporal ratio 1, e.g. synthetic_av/small_frames)."""
+  if not section.weights:
+    raise ValueError("video_tokenizer.weights is empty: give a converted SD VAE file (tools/convert_weights.py "
+                     "--kind=sd_vae).")
+  v = section.vae
+  module = sd_vae.FrameVAE(sd_vae.AutoencoderKL(block_out_channels=tuple(v.block_out_channels),
+                                                layers_per_block=v.layers_per_block, groups=v.groups,
+                                                latent_channels=v.latent_channels),
+                           scale_factor=float(section.scale_factor))
+  config = ml_collections.ConfigDict(dict(
+      trainee="video_tokenizer", data=dict(dataset=dataset, tfds_dir=tfds_dir), video_tokenizer=section.to_dict(),
+      model=dict(kind="sd_vae", weights=section.weights, scale_factor=module.scale_factor, **v.to_dict())))
+  spec = trainees.clip_spec(config)
+  if spec.temporal_ratio != module.temporal_ratio:
+    raise ValueError(f"video_tokenizer.kind 'sd_vae' codes every frame (temporal ratio 1), but data set {dataset!r} "
+                     f"has ratio {spec.temporal_ratio}; use a grid of ratio 1 (e.g. synthetic_av/small_frames).")
+  module.latent_shape(spec.num_frames, spec.height, spec.width)    # frames divisible by the VAE's downsampling
+  where = f"video_tokenizer.weights {section.weights}"
+  flat = files.read_params(section.weights)
+  files.check_matches(flat, sd_vae_files.param_shapes(module.vae, 4 * module.vae.downsampling), where)
+  params = {"vae": traverse_util.unflatten_dict({k: jnp.asarray(a) for k, a in flat.items()})}
+  return Tokenizer(config, module, params, 0)
+
+
+def save_frame_vae(tokenizer: Tokenizer, workdir: str) -> None:
+  """What `load(workdir)` needs to rebuild a frame_vae tokenizer (the section and the data set; the weights file
+  stays where the section names it)."""
+  paths.path(workdir).mkdir(parents=True, exist_ok=True)
+  (paths.path(workdir) / FRAME_VAE_FILE).write_text(tokenizer.config.to_json(indent=1))
 
 
 class Codec:

@@ -33,7 +33,8 @@ class Generator:
   @classmethod
   def load(cls, workdir: str) -> "Generator":
     parts = {name: paths.join(workdir, name) for name in ("video_tokenizer", "audio_tokenizer", "avdit")}
-    missing = [name for name, d in parts.items() if not paths.path(checkpoint.directory(d)).is_dir()]
+    missing = [name for name, d in parts.items() if not paths.path(checkpoint.directory(d)).is_dir()
+               and not (paths.path(d) / codec.FRAME_VAE_FILE).exists()]       # a converted SD VAE has no checkpoint
     if missing:
       raise FileNotFoundError(f"--workdir {workdir}: no checkpoints for {missing}; expected the workdir of "
                               "configs/quickstart.py (run it first).")
