@@ -5,6 +5,17 @@ import os
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the whole session: both xdist workers and every process they start (the
+# environment carries it) compile the same small programs again and again (configs/gaussian.py:test's train
+# step in a dozen tests and subprocesses, the samplers of every Run of the quickstart run); a program compiled
+# once is read back after that. Its own directory per test run (xdist's run id, shared by the workers), removed
+# at the end; a JAX_COMPILATION_CACHE_DIR already set is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile
+  _run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"avdit_jax_xla_cache_{_run_id}")
+  os.environ["AVDIT_TEST_OWNS_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"]
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from absl import flags  # noqa: E402
 
@@ -13,6 +24,14 @@ flags.FLAGS.mark_as_parsed()
 
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+  """The controller (not an xdist worker) removes the session's compilation cache when it made it."""
+  owned = os.environ.get("AVDIT_TEST_OWNS_CACHE")
+  if owned and not hasattr(config, "workerinput"):
+    import shutil
+    shutil.rmtree(owned, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

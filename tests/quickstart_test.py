@@ -64,7 +64,8 @@ def gen(quickstart_run):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_sampler_runs_every_task_on_a_foreign_mp4(gen, foreign_mp4, task, tmp_path):
-  written = generate.sample_to_files(gen, task, str(tmp_path), input_path=foreign_mp4["user"], num_steps=2)
+  # The config's sampler steps, as the notebook samples: one compiled program for both (the session's cache).
+  written = generate.sample_to_files(gen, task, str(tmp_path), input_path=foreign_mp4["user"])
   spec = gen.spec
   _playable(written[0]["sample"]["mp4"], spec)
   if task != "joint":
@@ -75,11 +76,11 @@ def test_sampler_runs_every_task_on_a_foreign_mp4(gen, foreign_mp4, task, tmp_pa
 def test_sampler_long_form_and_video_only_input(gen, foreign_mp4, tmp_path):
   seconds = 2 * gen.spec.video_seconds
   written = generate.sample_to_files(gen, "av_continue:1", str(tmp_path), input_path=foreign_mp4["user"],
-                                     seconds=seconds, num_steps=2)
+                                     seconds=seconds)
   got = mediafile.stream_durations(written[0]["sample"]["mp4"])
   assert got["video"] >= seconds - 1e-6 and got["audio"] == pytest.approx(got["video"], abs=0.15)
   # v2a needs no audio track: a silent file conditions it.
-  generate.sample_to_files(gen, "v2a", str(tmp_path / "v2a"), input_path=foreign_mp4["silent"], num_steps=2)
+  generate.sample_to_files(gen, "v2a", str(tmp_path / "v2a"), input_path=foreign_mp4["silent"])
 
 
 def test_sampler_errors_name_the_problem(gen, foreign_mp4, tmp_path):

@@ -21,17 +21,22 @@ def _run(tmp_path, name, shape):
   config = load_config(arg="test")
   config.train.num_steps = 3
   config.mesh.shape = shape
-  workdir = tmp_path / name
-  state = trainer.train_and_evaluate(config, str(workdir))
-  losses = [json.loads(line)["loss"] for line in open(workdir / "metrics.jsonl")]
-  return losses, state
+  workdir = str(tmp_path / name)
+  evals = [] if name == "data" else evaluators.for_config(config, workdir)   # the sharded runs evaluate at their end
+  state = trainer.train_and_evaluate(config, workdir, evals)
+  rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
+  return [r["loss"] for r in rows if "loss" in r], state, rows
 
 
-def test_data_fsdp_and_tensor_parallel_agree(tmp_path):
+def test_data_fsdp_and_tensor_parallel_agree_evaluate_and_sample_like_a_data_parallel_restore(tmp_path):
+  """DP, FSDP and FSDP + tensor train to the same losses with really sharded params and optimizer state; the
+  sharded runs evaluate at their end and sample from their sharded params in place what the same checkpoint
+  restored data-parallel samples. (One test: the sampling half reuses the sharded runs instead of training
+  them again.)"""
   results = {name: _run(tmp_path, name, shape) for name, shape in MESHES.items()}
-  reference, _ = results["data"]
+  reference = results["data"][0]
   assert len(reference) == 3
-  for name, (losses, _) in results.items():
+  for name, (losses, _, _) in results.items():
     np.testing.assert_allclose(losses, reference, rtol=2e-5, err_msg=name)
   # The states really are laid out differently: the MLP kernel is [64, 256] in the tiny model.
   shard = lambda x: x.sharding.shard_shape(x.shape)
@@ -41,6 +46,21 @@ def test_data_fsdp_and_tensor_parallel_agree(tmp_path):
   assert shard(kernel("fsdp_tensor")) == (32, 128)
   mu = results["fsdp_tensor"][1].opt_state[1][0].mu["block_0"]["mlp_in"]["kernel"]
   assert shard(mu) == (32, 128)                                    # optimizer state follows the params
+
+  for name, split in (("fsdp", (8, 256)), ("fsdp_tensor", (32, 128))):
+    assert any("eval/gaussian_toy/a2v/mean_error" in r for r in results[name][2]), name
+    workdir = str(tmp_path / name)
+    sharded = frontend.Run.load(workdir)                         # the saved config's mesh: FSDP (+ tensor)
+    kernel = sharded.params["block_0"]["mlp_in"]["kernel"]
+    assert kernel.sharding.shard_shape(kernel.shape) == split, name        # [64, 256] on 'embed' x 'mlp'
+    replicated = frontend.Run.load(workdir, config=load_config(arg="test"))   # mesh (-1, 1, 1)
+    assert replicated.params["block_0"]["mlp_in"]["kernel"].sharding.is_fully_replicated
+    config = sharded.config
+    mask, clips = factory.task("a2v", config.num_segments), frontend.conditioning_clips(config, 2)
+    got = sharded.sample(mask, *clips, jax.random.PRNGKey(0))
+    want = replicated.sample(mask, *clips, jax.random.PRNGKey(0))
+    for g, w in zip(got, want):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_mesh_errors_name_the_field():
@@ -63,29 +83,6 @@ def test_a_mesh_that_cannot_split_a_parameter_names_it_and_the_field():
   config.mesh.shape = (1, 1, 8)                  # tensor 8: the tiny model has 4 heads
   with pytest.raises(ValueError, match=r"config.mesh.shape \(1, 1, 8\): .* split 8 ways over \('tensor',\)"):
     trainer.build(config)
-
-
-
-def test_fsdp_and_tensor_runs_evaluate_and_sample_like_a_data_parallel_restore(tmp_path):
-  """A run trained on FSDP (and FSDP + tensor) evaluates at its end and samples from its sharded params in place;
-  its samples equal those of the same checkpoint restored data-parallel."""
-  for name, shape, split in (("fsdp", (1, -1, 1), (8, 256)), ("fsdp_tensor", (1, -1, 2), (16, 128))):
-    config = load_config(arg="test")
-    config.train.num_steps, config.mesh.shape = 2, shape
-    workdir = str(tmp_path / name)
-    trainer.train_and_evaluate(config, workdir, evaluators.for_config(config, workdir))
-    rows = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
-    assert any("eval/gaussian_toy/a2v/mean_error" in r for r in rows), name
-    sharded = frontend.Run.load(workdir)                         # the saved config's mesh: FSDP (+ tensor)
-    kernel = sharded.params["block_0"]["mlp_in"]["kernel"]
-    assert kernel.sharding.shard_shape(kernel.shape) == split, name        # [64, 256] on 'embed' x 'mlp'
-    replicated = frontend.Run.load(workdir, config=load_config(arg="test"))   # mesh (-1, 1, 1)
-    assert replicated.params["block_0"]["mlp_in"]["kernel"].sharding.is_fully_replicated
-    mask, clips = factory.task("a2v", config.num_segments), frontend.conditioning_clips(config, 2)
-    got = sharded.sample(mask, *clips, jax.random.PRNGKey(0))
-    want = replicated.sample(mask, *clips, jax.random.PRNGKey(0))
-    for g, w in zip(got, want):
-      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_new_params_reuse_the_compiled_sampler():
