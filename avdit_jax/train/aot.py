@@ -7,7 +7,8 @@ FLOPs next to the analytic count, and the collectives of the compiled programs. 
 
 The analytic count it compares with is the hardware count: for training 3 x forward (the model FLOPs of
 MFU) plus what remat recomputes (model.count_remat_flops); XLA's count is every loop at its trip count
-(_counted_flops).
+(_counted_flops). Either model kind (factory.model: AVDiT or AV-DiT, by model.kind) compiles; the analytic
+counts are factory.count_flops / count_remat_flops of that kind.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def compile_train_step(config, devices, options=None, *, keep_hlo: bool = False)
   with jax.set_mesh(mesh):
     compiled = setup.step_fn.lower(setup.abstract_state, trainer.abstract_batch(config, setup)).compile(options)
   layout = avdit.layout_for(setup.model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  recompute = avdit.count_remat_flops(layout, setup.model, config.data.batch_size)
+  recompute = factory.count_remat_flops(setup.model, layout, config.data.batch_size)
   return {**_summary(compiled, keep_hlo), "analytic_flops": setup.step_flops,
           "analytic_hw_flops": setup.step_flops + recompute, "setup": setup, "mesh": mesh}
 
@@ -114,7 +115,7 @@ def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, k
   with jax.set_mesh(mesh):
     compiled = fn.lower(params, batch["audio"], batch["video"], batch["audio"], batch["video"], rng).compile(options)
   layout = avdit.layout_for(model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  flops = avdit.count_flops(layout, model, 2 * b)
+  flops = factory.count_flops(model, layout, 2 * b)
   return {**_summary(compiled, keep_hlo), "analytic_flops": flops, "analytic_hw_flops": flops}
 
 
@@ -135,7 +136,9 @@ def _counted_flops(config, devices) -> tuple[float, float]:
   for depth in (1, 2):
     c = config.copy_and_resolve_references()
     with c.unlocked():
-      c.model.scan_layers, c.model.depth = False, depth
+      c.model.depth = depth
+      if "scan_layers" in c.model:          # AVDiT's; AV-DiT's blocks are never scanned
+        c.model.scan_layers = False
     t, s = both_steps(c, devices, NO_WINDOWED_EINSUM, keep_hlo=True)
     if any(loop["body_flops"] and (loop["trip_count"] or 2) > 1 for r in (t, s) for loop in hlo_text.loops(r["hlo"])):
       raise RuntimeError(f"the FLOP-count compile at depth {depth} still has matmuls in while loops; "
