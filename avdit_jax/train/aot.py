@@ -187,7 +187,7 @@ def markdown_row(config_name: str, r: dict) -> str:
 
 MARKDOWN_HEADER = ("| config | topology (chips) | train GiB per chip / HBM | fits | train model FLOPs/step | "
                    "+ remat | XLA / analytic, train | XLA / analytic, sample | examples/s at 50% MFU | "
-                   "top collectives (train) | params trainable / total |\n|---|---|---|---|---|---|---|---|---|---|---|")
+                   "top collectives (train) | params trainable / total |\n" + "|---" * 11 + "|")
 
 
 def describe(r: dict) -> str:
