@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_recipe_freezes_the_pretrained_image_dit_and_reports_every_task(recipe):
   image_cfg, saved = checkpoint.saved_config(image_dir), checkpoint.saved_config(run_dir)
   assert image_cfg.trainee == "image_dit" and image_cfg.train.trainable == "all"
   assert saved.model.kind == "av_dit" and saved.train.trainable == "adapters" and saved.init_from == image_dir
-  image, _, step = trainer.restore_params(image_cfg, image_dir, use_ema=True)
+  image, _, step = trainer.restore_params(image_cfg, image_dir, use_ema=bool(image_cfg.sampling.use_ema))
   assert step == config.image_dit.train.num_steps
   tuned, _, _ = trainer.restore_params(saved, run_dir, use_ema=False)
   flat_image, flat_tuned = (traverse_util.flatten_dict(jax.device_get(p)) for p in (image, tuned))
@@ -50,9 +51,9 @@ def test_recipe_freezes_the_pretrained_image_dit_and_reports_every_task(recipe):
   assert backbone == flat_image.keys()       # every DiT param is the AV-DiT's backbone ...
   for k in backbone:                          # ... and it is the pretrained one, untouched by AV-DiT's training
     np.testing.assert_array_equal(flat_tuned[k], flat_image[k], err_msg="/".join(k))
-  init = traverse_util.flatten_dict(jax.device_get(factory.image_dit(image_cfg).init(
+  init = traverse_util.flatten_dict(jax.device_get(nn.unbox(factory.image_dit(image_cfg).init(
       jax.random.PRNGKey(image_cfg.seed), np.zeros((1, *image_cfg.data.video_shape[1:]), np.float32),
-      np.zeros((1,)))["params"]))
+      np.zeros((1,)))["params"])))
   assert any(not np.array_equal(np.asarray(init[k]), flat_image[k]) for k in flat_image)   # the first stage trained
 
 
