@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from avdit_jax.core import diffusion, flow, gaussian, monl, objective, sampling
-from avdit_jax.models import av_dit, avdit
+from avdit_jax.models import av_dit, avdit, dit
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -130,10 +130,35 @@ def model(config: ml_collections.ConfigDict):
                           param_dtype=_dtype(c.get("param_dtype", "float32"), "model.param_dtype"), **overrides)
 
 
+# The av_dit model fields that are its image DiT's (the rest are the adapters').
+IMAGE_DIT_FIELDS = ("depth", "width", "num_heads", "mlp_ratio", "patch", "num_classes", "freq_shift")
+
+
+def image_dit(config: ml_collections.ConfigDict) -> dit.DiT:
+  """The image DiT inside config's AV-DiT (model.kind 'av_dit'), on one latent frame of data.video_shape: the
+  same param names and shapes, so its trained params are the AV-DiT's frozen backbone (config.init_from)."""
+  c = config.model
+  if c.get("kind", "avdit") != "av_dit":
+    raise ValueError(f"trainee 'image_dit': model.kind is {c.get('kind', 'avdit')!r}; expected 'av_dit' (the "
+                     "image DiT is that model's backbone).")
+  _, h, w, cv = tuple(config.data.video_shape)
+  if h != w:
+    raise ValueError(f"trainee 'image_dit': data.video_shape {tuple(config.data.video_shape)} has {h}x{w} frames; "
+                     "the DiT needs square ones.")
+  fields = {k: c[k] for k in IMAGE_DIT_FIELDS if k in c}
+  return dit.make_dit(c.variant, input_size=h, in_channels=cv, out_channels=2 * cv if c.get("learn_sigma") else cv,
+                      dtype=_dtype(c.get("dtype", "float32"), "model.dtype"), **fields)
+
+
 def count_flops(model, layout: avdit.TokenLayout, batch: int) -> float:
   """Analytic forward matmul FLOPs of either kind of model on one batch."""
   counter = av_dit.count_flops if isinstance(model, av_dit.AVAdaptedDiT) else avdit.count_flops
   return counter(layout, model, batch)
+
+
+def count_remat_flops(model, layout: avdit.TokenLayout, batch: int) -> float:
+  """Forward FLOPs the backward pass recomputes under model.remat (AVDiT's; AV-DiT recomputes nothing)."""
+  return 0.0 if isinstance(model, av_dit.AVAdaptedDiT) else avdit.count_remat_flops(layout, model, batch)
 
 
 def frame_segments(config: ml_collections.ConfigDict) -> monl.FrameSegments:

@@ -5,7 +5,9 @@
                            (configs/quickstart.py:sd_vae), frame_vae.json naming a converted SD VAE used per frame
   WORKDIR/audio_tokenizer  a training run, with report.md
   WORKDIR/latents/train    the tokenized training split (avdit_jax/data/latents.py format)
-  WORKDIR/avdit            the AVDiT training run on those latents
+  WORKDIR/image_dit        with config.image_dit (configs/av_dit_quickstart.py): an image DiT trained on the
+                           latents' first frames, then frozen inside the AV-DiT (model.kind 'av_dit') via init_from
+  WORKDIR/avdit            the AVDiT (or AV-DiT) training run on those latents
   WORKDIR/samples/<task>/  mp4 (video + audio), frame strip and spectrogram per sample, next to its input
   WORKDIR/report.md        the evaluation (avdit_jax/evals/clip_tasks.py), by the AVDiT's trainer during and
                            after training (config.avdit.evals.clip_tasks), its scores also in metrics.jsonl
@@ -34,10 +36,13 @@ from avdit_jax.inference import codec, frontend, tokenize
 from avdit_jax.train import checkpoint, trainable, trainer
 
 STAGES = ("data", "video_tokenizer", "audio_tokenizer", "tokenize", "avdit and its evaluation")
+# With config.image_dit (configs/av_dit_quickstart.py): an image DiT pretrained on the clips' first latent frames,
+# then frozen as the AV-DiT's backbone (config.avdit.model.kind = 'av_dit').
+AV_DIT_STAGES = STAGES[:4] + ("image DiT on first frames", "AV-DiT and its evaluation")
 
 
-def _stage(i: int, name: str, started: float) -> None:
-  logging.info("=== stage %d/%d: %s (%.0fs into the job)", i + 1, len(STAGES), name, time.time() - started)
+def _stage(i: int, name: str, started: float, total: int = len(STAGES)) -> None:
+  logging.info("=== stage %d/%d: %s (%.0fs into the job)", i + 1, total, name, time.time() - started)
 
 
 def tokenizer_config(config: ml_collections.ConfigDict, name: str, tfds_dir: str) -> ml_collections.ConfigDict:
@@ -53,20 +58,46 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
   return sub
 
 
+def image_dit_config(config: ml_collections.ConfigDict, latents_dir: str = "",
+                     meta: latents.Metadata | None = None) -> ml_collections.ConfigDict:
+  """The image DiT stage's run: the AV-DiT's config (its model section holds the DiT's fields) as trainee
+  'image_dit', every param trained, no evaluators, with config.image_dit's sections (train, optim, data,
+  checkpoint) laid over it."""
+  if config.avdit.model.get("kind", "avdit") != "av_dit":
+    raise ValueError("config.image_dit is set but config.avdit.model.kind is "
+                     f"{config.avdit.model.get('kind', 'avdit')!r}; the image DiT stage needs 'av_dit'.")
+  sub = avdit_config(config, latents_dir, meta) if meta is not None else ml_collections.ConfigDict(
+      config.avdit.to_dict())
+  sub.trainee, sub.evals, sub.init_from = "image_dit", {}, ""
+  sub.train.trainable = "all"
+  for section, values in config.image_dit.items():
+    if section not in ("train", "optim", "data", "checkpoint"):
+      raise ValueError(f"config.image_dit.{section}: unknown section; expected train, optim, data or checkpoint.")
+    for field, value in values.items():
+      if field not in sub[section]:
+        raise ValueError(f"config.image_dit.{section}.{field}: config.avdit.{section} has no such field.")
+      sub[section][field] = value
+  return sub
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the report's path."""
   started = time.time()
   trained_video = codec.video_tokenizer_kind(config.video_tokenizer) == "trained"
+  image = "image_dit" in config
+  stages = AV_DIT_STAGES if image else STAGES
   for name in ("video_tokenizer", "audio_tokenizer", "avdit"):    # every stage's loop, before the first compiles
     if name != "video_tokenizer" or trained_video:
       trainer.check_loop_config(config[name], f"config.{name}")
+  if image:
+    trainer.check_loop_config(image_dit_config(config), "config.image_dit")
   tfds_dir = config.pipeline.tfds_dir or paths.join(workdir, "tfds")
-  _stage(0, f"data set {config.pipeline.dataset}", started)
+  _stage(0, f"data set {config.pipeline.dataset}", started, len(stages))
   datasets.prepare(config.pipeline.dataset, tfds_dir)
 
   tokenizers = {}
   for i, name in enumerate(("video_tokenizer", "audio_tokenizer"), start=1):
-    _stage(i, name, started)
+    _stage(i, name, started, len(stages))
     if name == "video_tokenizer" and not trained_video:   # a public image VAE per frame: nothing to train
       tokenizers[name] = codec.frame_vae(config.video_tokenizer, config.pipeline.dataset, tfds_dir)
       codec.save_frame_vae(tokenizers[name], paths.join(workdir, name))
@@ -76,13 +107,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     tokenizers[name] = codec.load(run_dir)
   pair = codec.Codec(tokenizers["video_tokenizer"], tokenizers["audio_tokenizer"])
 
-  _stage(3, "tokenize the training split", started)
+  _stage(3, "tokenize the training split", started, len(stages))
   latents_dir = paths.join(workdir, "latents", "train")
   meta = _tokenized(pair, config.pipeline.dataset, tfds_dir, latents_dir, config.avdit.num_segments,
                     config.pipeline.wait_timeout_s)
 
-  _stage(4, "AVDiT with MoNL on the latents, evaluated on every task", started)
   sub = avdit_config(config, latents_dir, meta)
+  if image:
+    _stage(4, "image DiT on the clips' first latent frames", started, len(stages))
+    image_dir = paths.join(workdir, "image_dit")
+    trainer.train_and_evaluate(image_dit_config(config, latents_dir, meta), image_dir)
+    sub.init_from = image_dir                      # its params: the AV-DiT's frozen backbone; adapters at init
+  _stage(len(stages) - 1, f"{'AV-DiT' if image else 'AVDiT'} with MoNL on the latents, evaluated on every task",
+         started, len(stages))
   run_dir, path = paths.join(workdir, "avdit"), paths.join(workdir, "report.md")
   evals = evaluators.for_config(sub, run_dir, pair=pair, dataset=config.pipeline.dataset, tfds_dir=tfds_dir,
                                 report_path=path, media_dir=paths.join(workdir, "samples"))

@@ -32,3 +32,17 @@ def test_a_mesh_that_does_not_match_the_topology_names_the_field():
     aot.compile_report(config, "v5e:2x2")
   with pytest.raises(ValueError, match="topology 'v9z:1x1'"):
     aot.compile_report(config, "v9z:1x1")
+
+
+def test_av_dit_steps_compile_with_its_own_flop_count_and_frozen_backbone():
+  import os
+
+  from avdit_jax import factory
+  config = factory.load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "av_dit.py") + ":test")
+  config.mesh.shape = (2, 2, 1)
+  report = aot.compile_report(config, "v5e:2x2")     # no scan_layers, no remat: AVDiT's fields are not assumed
+  for part in ("train", "sample"):
+    assert report[part]["fits"] and 0.9 < report[part]["flops_ratio"] < 1.5, (part, report[part]["flops_ratio"])
+  trained, total = report["params"]
+  assert 0 < trained < total, (trained, total)      # only the adapters train; the image DiT is frozen
+  assert f"{trained / 1e6:.3g}M / {total / 1e6:.3g}M" in aot.markdown_row("av_dit.py:test", report)

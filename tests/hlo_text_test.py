@@ -19,6 +19,10 @@ def test_matmul_flops_of_dots_batched_dots_and_convolutions():
   # 'SAME' 3x3 on 6x6: the border outputs see fewer than 9 input pixels; XLA counts only the taps that do.
   taps = sum(len([k for k in range(3) if 0 <= o + k - 1 < 6]) for o in range(6)) ** 2
   assert hlo_text.matmul_flops(_hlo(conv, (2, 6, 6, 5), (3, 3, 5, 7))) == 2 * 2 * 7 * 5 * taps
+  # A negative pad crops the input (XLA writes some TPU matmuls so): 3 taps on 6 pixels cropped by 1 at the end.
+  crop = lambda x, k: jax.lax.conv_general_dilated(x, k, (1,), [(0, -1)], dimension_numbers=("NWC", "WIO", "NWC"))
+  hlo = _hlo(crop, (2, 6, 5), (3, 5, 7))
+  assert "pad=0_-1" in hlo and hlo_text.matmul_flops(hlo) == 2 * 2 * 7 * 5 * 3 * 3
 
 
 def test_loops_count_at_their_trip_count_and_what_counting_once_misses():

@@ -2,6 +2,7 @@ r"""Compile a config's train and sampling steps for TPU topologies on this CPU h
 
   python tools/aot_compile.py --config=configs/paper.py:xl --topology=v5p:4x4x4 --topology=v6e:16x16
   python tools/aot_compile.py --config=configs/gaussian.py:test --topology=v5e:2x2 --config.mesh.shape='(1,-1,1)'
+  python tools/aot_compile.py --config=configs/av_dit_paper.py --topology=v5p:2x2x4     # either model.kind
   python tools/aot_compile.py --report        # the scaling report of WORKSPACE.md: every row of REPORT
 
 Needs libtpu (pip install -e ".[tpu]"), not a TPU. Prints per-chip memory (argument / output / temp) against
@@ -43,6 +44,7 @@ REPORT = [
     ("configs/paper.py:b,v6e", "v6e:16x16"),
     ("configs/paper.py:l,v6e", "v6e:16x16"),
     ("configs/paper.py:xl,v6e", "v6e:16x16"),
+    ("configs/av_dit_paper.py", "v5p:2x2x4"),       # AV-DiT over a frozen DiT-XL/2-256, SD-VAE latents
 ]
 
 

@@ -12,6 +12,8 @@ Prints:
   * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
   * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
     step's memory analysis (in a subprocess that sees 8 host devices);
+  * av_dit (not in the default list: --only=av_dit): AV-DiT's recipe next to the quickstart's AVDiT at the
+    quickstart's shapes: trainable / total params, optimizer state, train step times (alternated);
   * lora: per-device memory of params + EMA + optimizer state (the compiled step's arguments) with
     train.trainable='lora' over full fine-tuning, and the fraction of the params that trains;
   * malloc: the train step's time, minor page faults and peak resident memory with glibc's defaults
@@ -290,6 +292,35 @@ def preemption_call_rows() -> list:
            f"{sync * 1e6:.2f} us / {gather * 1e3:.2f} ms", f"{gather / sync:.0f}x")]
 
 
+def av_dit_rows() -> list:
+  """AV-DiT's CPU recipe (configs/av_dit_quickstart.py) next to the quickstart's AVDiT (configs/quickstart.py), each
+  its job's AVDiT-stage config at the quickstart's latent shapes: trainable / total params, the optimizer's state
+  (Adam moments + EMA of the trainable params, from the state's shapes), and the train step's time (the two
+  alternated, best of each)."""
+  audio_shape, video_shape, _ = SHAPES["quickstart"]
+  rows, steps = [], {}
+  for name, file in (("AVDiT", "quickstart.py"), ("AV-DiT", "av_dit_quickstart.py")):
+    c = factory.load_config(os.path.join(ROOT, "configs", file)).avdit
+    c.data.update(kind="latents", audio_shape=audio_shape, video_shape=video_shape)
+    step, setup, _ = real_train_step(c)
+    state = setup.abstract_state
+    trained, total = setup.selection.count(state.params)
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    rows.append((f"{name} (quickstart shapes, batch {c.data.batch_size}): params trainable / total",
+                 f"{trained:,} / {total:,}", f"{trained / total:.2%}"))
+    rows.append((f"{name}: optimizer state (Adam moments + EMA) / all params",
+                 f"{(nbytes(state.opt_state) + nbytes(state.ema_params)) / 2**20:.2f} / "
+                 f"{nbytes(state.params) / 2**20:.2f} MiB", ""))
+    steps[name] = step
+  best = {name: float("inf") for name in steps}
+  for _ in range(2):
+    for name, step in steps.items():
+      best[name] = min(best[name], speed.best_time(step, repeats=FLAGS.repeats))
+  rows.append(("train step, AV-DiT / AVDiT", f"{best['AV-DiT'] * 1e3:.1f} / {best['AVDiT'] * 1e3:.1f} ms",
+               f"{best['AV-DiT'] / best['AVDiT']:.3f}x"))
+  return rows
+
+
 def preemption_rows() -> list:
   """Steps/s of 2-process runs with the preemption check (JAX's sync point, every step) and without it."""
   n = FLAGS.preemption_steps
@@ -410,6 +441,8 @@ def main(_):
     rows.append((f"train state per device: LoRA (rank {tuned.train.lora.rank}, {trained / total:.2%} of the params "
                  "train) / full fine-tuning", f"{lora / 2**20:.1f} / {full / 2**20:.1f} MiB", f"{lora / full:.3f}x"))
 
+  if "av_dit" in FLAGS.only:
+    rows += av_dit_rows()
   if "preemption_calls" in FLAGS.only or "preemption" in FLAGS.only:
     rows += preemption_call_rows()
   if "preemption" in FLAGS.only:

@@ -151,6 +151,16 @@ def latent_stream(config, state: dict | None = None) -> GrainStream:
   return GrainStream(latent_dataset(config), state)
 
 
+def _first_frame(batch: dict) -> dict:
+  # video [b, Tv, H, W, C] -> [b, H, W, C]: a causal tokenizer's latent frame 0 encodes frame 0 alone
+  return {"video": batch["video"][:, 0]}
+
+
+def first_frame_stream(config, state: dict | None = None) -> GrainStream:
+  """Images for an image model: latent frame 0 of each clip of config.data.dir (normalised as the clips are)."""
+  return GrainStream(latent_dataset(config).map(_first_frame), state)
+
+
 class _ClipToFloat:
   """A data set example -> the float32 entries a tokenizer trains on: video in [-1, 1], audio as is."""
 

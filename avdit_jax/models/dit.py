@@ -94,7 +94,7 @@ def make_dit(variant: str = "XL/2", **overrides) -> DiT:
   if variant not in VARIANTS:
     raise ValueError(f"DiT variant: unknown {variant!r}; expected one of {sorted(VARIANTS)}.")
   depth, width, heads, patch = VARIANTS[variant]
-  fields = dict(depth=depth, width=width, num_heads=heads, patch=patch, **overrides)
+  fields = {**dict(depth=depth, width=width, num_heads=heads, patch=patch), **overrides}   # overrides win
   unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(DiT)})
   if unknown:
     raise ValueError(f"DiT: unknown fields {unknown}.")

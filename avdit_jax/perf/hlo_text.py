@@ -67,7 +67,7 @@ def _matmul_flops(op: str, out: tuple, rest: str, shapes: dict) -> float:
   flops = 2.0 * out[out_l.index("b")] * out[out_l.index("f")] * rhs[rhs_l.index("i")]
   spatial = sum(c.isdigit() for c in out_l)
   attr = lambda key, default: ([[int(x) for x in v.split("_")] for v in m.group(1).split("x")]
-                               if (m := re.search(rf"\b{key}=([\d_x]+)", rest)) else [default] * spatial)
+                               if (m := re.search(rf"\b{key}=([-\d_x]+)", rest)) else [default] * spatial)
   size, stride, pad = attr("size", [1]), attr("stride", [1]), attr("pad", [0, 0])
   lhs_dilate, rhs_dilate = attr("lhs_dilate", [1]), attr("rhs_dilate", [1])
   # Count the (output position, kernel tap) pairs that land on an input value, per spatial dim, as XLA's cost

@@ -7,7 +7,8 @@ FLOPs next to the analytic count, and the collectives of the compiled programs. 
 
 The analytic count it compares with is the hardware count: for training 3 x forward (the model FLOPs of
 MFU) plus what remat recomputes (model.count_remat_flops); XLA's count is every loop at its trip count
-(_counted_flops).
+(_counted_flops). Either model kind (factory.model: AVDiT or AV-DiT, by model.kind) compiles; the analytic
+counts are factory.count_flops / count_remat_flops of that kind.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def compile_train_step(config, devices, options=None, *, keep_hlo: bool = False)
   with jax.set_mesh(mesh):
     compiled = setup.step_fn.lower(setup.abstract_state, trainer.abstract_batch(config, setup)).compile(options)
   layout = avdit.layout_for(setup.model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  recompute = avdit.count_remat_flops(layout, setup.model, config.data.batch_size)
+  recompute = factory.count_remat_flops(setup.model, layout, config.data.batch_size)
   return {**_summary(compiled, keep_hlo), "analytic_flops": setup.step_flops,
-          "analytic_hw_flops": setup.step_flops + recompute, "setup": setup, "mesh": mesh}
+          "analytic_hw_flops": setup.step_flops + recompute, "setup": setup, "mesh": mesh,
+          "params": setup.selection.count(setup.abstract_state.params)}     # (trainable, total)
 
 
 def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, keep_hlo: bool = False) -> dict:
@@ -114,7 +116,7 @@ def compile_sampling_step(config, setup: trainer.Setup, mesh, options=None, *, k
   with jax.set_mesh(mesh):
     compiled = fn.lower(params, batch["audio"], batch["video"], batch["audio"], batch["video"], rng).compile(options)
   layout = avdit.layout_for(model, tuple(config.data.audio_shape), tuple(config.data.video_shape))
-  flops = avdit.count_flops(layout, model, 2 * b)
+  flops = factory.count_flops(model, layout, 2 * b)
   return {**_summary(compiled, keep_hlo), "analytic_flops": flops, "analytic_hw_flops": flops}
 
 
@@ -135,7 +137,9 @@ def _counted_flops(config, devices) -> tuple[float, float]:
   for depth in (1, 2):
     c = config.copy_and_resolve_references()
     with c.unlocked():
-      c.model.scan_layers, c.model.depth = False, depth
+      c.model.depth = depth
+      if "scan_layers" in c.model:          # AVDiT's; AV-DiT's blocks are never scanned
+        c.model.scan_layers = False
     t, s = both_steps(c, devices, NO_WINDOWED_EINSUM, keep_hlo=True)
     if any(loop["body_flops"] and (loop["trip_count"] or 2) > 1 for r in (t, s) for loop in hlo_text.loops(r["hlo"])):
       raise RuntimeError(f"the FLOP-count compile at depth {depth} still has matmuls in while loops; "
@@ -159,7 +163,7 @@ def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_ch
   hbm = hbm_bytes(devices[0])
   peak = peak_flops_per_chip or by_kind(PEAK_BF16, devices[0])
   out = {"topology": topology, "chips": chips, "device_kind": devices[0].device_kind, "hbm_per_chip": hbm,
-         "train": trained, "sample": sampled}
+         "params": trained.pop("params"), "train": trained, "sample": sampled}
   for part in (trained, sampled):
     part["fits"] = hbm is None or part["memory"]["total"] <= hbm
     part["flops_ratio"] = part["xla_flops_per_chip"] * chips / max(part["analytic_hw_flops"], 1.0)
@@ -177,17 +181,19 @@ def markdown_row(config_name: str, r: dict) -> str:
   return (f"| {config_name} | {r['topology']} ({r['chips']}) | {gib(t['memory']['total'])} / "
           f"{gib(r['hbm_per_chip'] or 0)} | {'yes' if t['fits'] and s['fits'] else 'NO'} | "
           f"{t['analytic_flops']:.3g} | {t['analytic_hw_flops'] / t['analytic_flops']:.3f} | {t['flops_ratio']:.3f} | "
-          f"{s['flops_ratio']:.3f} | {proj} | {top(t['collectives'])} |")
+          f"{s['flops_ratio']:.3f} | {proj} | {top(t['collectives'])} | {r['params'][0] / 1e6:.3g}M / "
+          f"{r['params'][1] / 1e6:.3g}M |")
 
 
 MARKDOWN_HEADER = ("| config | topology (chips) | train GiB per chip / HBM | fits | train model FLOPs/step | "
                    "+ remat | XLA / analytic, train | XLA / analytic, sample | examples/s at 50% MFU | "
-                   "top collectives (train) |\n|---|---|---|---|---|---|---|---|---|---|")
+                   "top collectives (train) | params trainable / total |\n" + "|---" * 11 + "|")
 
 
 def describe(r: dict) -> str:
   hbm = (r["hbm_per_chip"] or 0) / 2**30
-  lines = [f"{r['topology']}: {r['chips']} x {r['device_kind']}, HBM {hbm:.0f} GiB per chip"]
+  lines = [f"{r['topology']}: {r['chips']} x {r['device_kind']}, HBM {hbm:.0f} GiB per chip; params "
+           f"{r['params'][0]:,} trainable of {r['params'][1]:,}"]
   for name in ("train", "sample"):
     p = r[name]
     m = {k: v / 2**30 for k, v in p["memory"].items()}

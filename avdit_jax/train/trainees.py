@@ -26,7 +26,7 @@ from avdit_jax.models import avdit
 from avdit_jax.models.tokenizers import audio as audio_tok
 from avdit_jax.models.tokenizers import video as video_tok
 
-TRAINEES = ("avdit", "video_tokenizer", "audio_tokenizer")
+TRAINEES = ("avdit", "image_dit", "video_tokenizer", "audio_tokenizer")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,6 +45,8 @@ def for_config(config: ml_collections.ConfigDict) -> Trainee:
   name = config.get("trainee", "avdit")
   if name == "avdit":
     return _avdit(config)
+  if name == "image_dit":
+    return _image_dit(config)
   if name == "video_tokenizer":
     return _video_tokenizer(config)
   if name == "audio_tokenizer":
@@ -85,6 +87,40 @@ def _avdit(config) -> Trainee:
   flops = 3 * factory.count_flops(model, avdit.layout_for(model, shapes["audio"], shapes["video"]), 1)
   return Trainee("avdit", model, shapes, init, loss, summarize,
                  lambda c, state: input_stream(c, objective.segments, state), flops)
+
+
+def _image_dit(config) -> Trainee:
+  """AV-DiT's image DiT pretrained alone on single latent frames (frame 0 of each clip of data.dir), with the
+  config's diffusion process and prediction: what the AV-DiT then freezes (its stage in pipeline.py)."""
+  model = factory.image_dit(config)
+  process = factory.process(config)
+  process.check_prediction(config.diffusion.prediction)
+  scale = factory.time_scale(config)
+  shape = (model.input_size, model.input_size, model.in_channels)
+  if config.data.kind != "latents":
+    raise ValueError(f"trainee 'image_dit': data.kind {config.data.kind!r}; expected 'latents' (frames of data.dir).")
+
+  def init(seed):
+    return model.init(jax.random.PRNGKey(seed), jnp.zeros((1, *shape)), jnp.zeros((1,)))["params"]
+
+  def loss(params, batch, rng):
+    x0 = batch["video"]                                                         # (B, H, W, C)
+    k_t, k_eps = jax.random.split(rng)
+    t = process.draw_levels(k_t, (x0.shape[0],))                                # (B,)
+    eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
+    t_el = t[:, None, None, None]
+    out = model.apply({"params": params}, process.add_noise(x0, eps, t_el), t.astype(jnp.float32) * scale)
+    err = jnp.square(out[..., :model.in_channels] - process.target(x0, eps, t_el, config.diffusion.prediction))
+    return jnp.mean(err), {}
+
+  def forward(p, x):
+    return model.apply({"params": p}, x, jnp.zeros((x.shape[0],)))
+
+  params = nn.unbox(jax.eval_shape(init, 0))
+  lowered = jax.jit(forward).lower(params, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
+  flops = 3 * float(lowered.cost_analysis().get("flops", 0.0))
+  return Trainee("image_dit", model, {"video": shape}, init, loss, lambda aux: {},
+                 lambda c, state: streams.first_frame_stream(c, state), flops)
 
 
 def input_stream(config, segments, state: dict | None = None):
