@@ -13,18 +13,12 @@ from absl import app, flags
 from PIL import Image
 
 from avdit_jax import paths
+from avdit_jax.media import images
 
 flags.DEFINE_string("workdir", None, "A finished main job's workdir (configs/quickstart.py).", required=True)
 flags.DEFINE_string("out", "docs/figures", "Where the PNGs go.")
 flags.DEFINE_list("tasks", ["joint", "a2v", "v2a", "av_continue:1", "av_inpaint:1:1"], "Tasks, as the job names them.")
 FLAGS = flags.FLAGS
-
-
-def stacked(pictures: list[np.ndarray], gap: int = 12) -> np.ndarray:
-  """uint8 pictures one above the other with white gaps: [sum(h) + gap * (n - 1), max(w), 3]."""
-  width = max(p.shape[1] for p in pictures)
-  padded = [np.pad(p, ((0, gap), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in pictures]
-  return np.concatenate(padded, 0)[:-gap]
 
 
 def main(_):
@@ -38,7 +32,7 @@ def main(_):
                               "config.avdit.evals.clip_tasks.tasks and media_per_task > 0).")
     pictures = [np.asarray(Image.open(io.BytesIO(p.read_bytes())).convert("RGB")) for p in found]
     buffer = io.BytesIO()
-    Image.fromarray(stacked(pictures)).save(buffer, format="PNG")
+    Image.fromarray(images.stacked(pictures, gap=12)).save(buffer, format="PNG")
     (out / f"{task.replace(':', '_')}.png").write_bytes(buffer.getvalue())
     print(f"{out / (task.replace(':', '_') + '.png')}: {len(found)} samples")
 

@@ -69,7 +69,11 @@ def comparison(rows: list[tuple[np.ndarray, np.ndarray]], sample_rate: int, scal
     spec = spectrogram_image(audio, sample_rate, height=strip.shape[0])            # [h, wa, 3]
     gap = np.full((strip.shape[0], 6, 3), 255, np.uint8)
     pictures.append(np.concatenate([strip, gap, spec], 1))
+  return stacked(pictures, gap=4)
+
+
+def stacked(pictures: list[np.ndarray], gap: int) -> np.ndarray:
+  """uint8 pictures one above the other, left-aligned, with white gaps: [sum(h) + gap * (n - 1), max(w), 3]."""
   width = max(p.shape[1] for p in pictures)
-  pictures = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in pictures]
-  gap = np.full((4, width, 3), 255, np.uint8)
-  return np.concatenate([x for p in pictures for x in (p, gap)][:-1], 0)
+  padded = [np.pad(p, ((0, gap), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in pictures]
+  return np.concatenate(padded, 0)[:-gap] if gap else np.concatenate(padded, 0)
