@@ -156,6 +156,16 @@ def count_flops(model, layout: avdit.TokenLayout, batch: int) -> float:
   return counter(layout, model, batch)
 
 
+def count_train_flops(config: ml_collections.ConfigDict, model, layout: avdit.TokenLayout, batch: int) -> float:
+  """Model FLOPs of one train step: 3 x forward, but an AV-DiT whose DiT is frozen (train.trainable 'adapters')
+  computes no gradient of the DiT's weights (av_dit.count_train_flops). Other partial selections (a regex, LoRA)
+  are counted as 3 x forward, an upper bound."""
+  if isinstance(model, av_dit.AVAdaptedDiT):
+    frozen = str(config.train.get("trainable", "all")).strip() == "adapters"
+    return av_dit.count_train_flops(layout, model, batch, frozen_backbone=frozen)
+  return 3 * avdit.count_flops(layout, model, batch)
+
+
 def count_remat_flops(model, layout: avdit.TokenLayout, batch: int) -> float:
   """Forward FLOPs the backward pass recomputes under model.remat (AVDiT's; AV-DiT recomputes nothing)."""
   return 0.0 if isinstance(model, av_dit.AVAdaptedDiT) else avdit.count_remat_flops(layout, model, batch)

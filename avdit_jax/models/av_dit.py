@@ -171,9 +171,13 @@ def make_model(variant: str = "S/2", **overrides) -> AVAdaptedDiT:
   return AVAdaptedDiT(**fields)
 
 
-def count_flops(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int) -> float:
-  """Analytic forward matmul FLOPs (2 per multiply-add) on one batch: frozen blocks on frames and on audio, the
-  temporal attention and adapters, the shared block, embeddings and heads (elementwise work left out)."""
+def flops_by_part(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int) -> dict:
+  """Analytic forward matmul FLOPs (2 per multiply-add) on one batch, by what a frozen-backbone step does with
+  them (elementwise work left out):
+    frozen_inner: frozen blocks on frames and on audio, the DiT's video head (their inputs still need gradients);
+    frozen_input: the DiT's patch and timestep embedders (inputs are data: no backward at all);
+    adapters: temporal attention, audio adapters, the shared block, audio head (gradients of inputs and weights);
+    adapter_input: the audio embedding (a weight gradient only)."""
   d, depth, hidden = model.width, model.depth, int(model.width * model.mlp_ratio)
   (ta, ca), (tv, h, w, cv) = layout.audio_shape, layout.video_shape
   gt, gh, gw = layout.video_grid
@@ -187,7 +191,25 @@ def count_flops(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int) -> f
   adapter = 2 * la * 2 * d * model.adapter_dim
   cells = monl.NUM_MODALITIES * model.num_segments
   shared = dense(la + gt * s) + attend(1, la + gt * s) + 2 * cells * 6 * d * d
-  patch_io = 2 * 2 * (ta * ca + tv * h * w * cv * (1.5 if model.learn_sigma else 1)) * d
-  heads = 2 * (gt + la) * 2 * d * d
+  video_out = 2 if model.learn_sigma else 1              # the head's channels
   t_embed = 2 * cells * (256 * d + d * d)
-  return float(batch * (depth * (frozen + temporal + adapter) + shared + patch_io + heads + t_embed))
+  parts = {"frozen_inner": depth * frozen + 2 * gt * 2 * d * d + 2 * tv * h * w * cv * video_out * d,
+           "frozen_input": 2 * tv * h * w * cv * d + t_embed,
+           "adapters": depth * (temporal + adapter) + shared + 2 * la * 2 * d * d + 2 * ta * ca * d,
+           "adapter_input": 2 * ta * ca * d}
+  return {k: float(batch * v) for k, v in parts.items()}
+
+
+def count_flops(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int) -> float:
+  """Analytic forward matmul FLOPs on one batch (flops_by_part's sum)."""
+  return sum(flops_by_part(layout, model, batch).values())
+
+
+def count_train_flops(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int, *, frozen_backbone: bool) -> float:
+  """FLOPs of one train step: 3 x forward when everything trains; with the DiT frozen (train.trainable =
+  'adapters') its weights get no gradient, so its matmuls cost a forward and, where an input needs one, an
+  input gradient (2x), and the embedders' only the forward."""
+  f = flops_by_part(layout, model, batch)
+  if not frozen_backbone:
+    return 3 * sum(f.values())
+  return 2 * f["frozen_inner"] + f["frozen_input"] + 3 * f["adapters"] + 2 * f["adapter_input"]

@@ -4,7 +4,8 @@ A Trainee is everything model-specific that train.py needs; the loop, sharding, 
 resume are the same for all of them:
   init(seed) -> params boxed with logical axis names       loss(params, batch, rng) -> (loss, aux)
   example_shapes: the batch's per-example float32 shapes    summarize(aux on host) -> {name: float}
-  stream(config, state) -> the input iterator (with get_state) flops_per_example: train FLOPs (3 x fwd)
+  stream(config, state) -> the input iterator (with get_state) flops_per_example: train FLOPs (3 x fwd when
+                                                                 every weight trains; factory.count_train_flops)
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _avdit(config) -> Trainee:
     return {f"loss/{name}": float(aux["strategy_sq"][i] / aux["strategy_count"][i])
             for i, name in enumerate(monl.STRATEGIES) if aux["strategy_count"][i] > 0}
 
-  flops = 3 * factory.count_flops(model, avdit.layout_for(model, shapes["audio"], shapes["video"]), 1)
+  flops = factory.count_train_flops(config, model, avdit.layout_for(model, shapes["audio"], shapes["video"]), 1)
   return Trainee("avdit", model, shapes, init, loss, summarize,
                  lambda c, state: input_stream(c, objective.segments, state), flops)
 

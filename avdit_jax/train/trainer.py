@@ -182,7 +182,7 @@ class Setup:
   batch_sharding: dict
   init_fn: Any                    # () -> TrainState, jitted onto state_sharding
   step_fn: Any                    # (state, global batch) -> (state, metrics), jitted, state donated
-  step_flops: float               # model FLOPs of one train step (3 x forward)
+  step_flops: float               # model FLOPs of one train step (trainee.flops_per_example x B)
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Setup:
