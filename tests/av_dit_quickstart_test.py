@@ -38,6 +38,7 @@ def test_recipe_freezes_the_pretrained_image_dit_and_reports_every_task(recipe):
   for task in config.avdit.evals.clip_tasks.tasks:
     assert f"## {task}" in report, task
   assert re.search(r"\| v2a_sync_ms \| [\d.]+", report) and re.search(r"\| a2v_sync_ms \| [\d.]+", report)
+  assert "(AV-DiT step" in report and "an untrained AV-DiT" in report
 
   image_dir, run_dir = str(work / "image_dit"), str(work / "avdit")
   image_cfg, saved = checkpoint.saved_config(image_dir), checkpoint.saved_config(run_dir)

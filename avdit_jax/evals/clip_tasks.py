@@ -132,7 +132,8 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
   # The round trip through the tokenizers: a system of its own, and the media the shuffled pairing pairs.
   real = _as_media(pair.decode(real_a, real_v)) if {"tokenizer", "shuffled"} & set(systems) else None
   shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
-  results = {"_clips": len(rows), "_step": runs["model"].step if "model" in runs else 0}
+  results = {"_clips": len(rows), "_step": runs["model"].step if "model" in runs else 0,
+             "_model": "AV-DiT" if config.model.get("kind", "avdit") == "av_dit" else "AVDiT"}
   # Set-level Frechet distances to the real clips (features.py). The shuffled pairing is the real set itself,
   # so it has none.
   extractors = {}
@@ -185,11 +186,12 @@ def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: 
 
 
 def markdown(results: dict, *, elapsed_s: float | None = None) -> str:
+  model = results.get("_model", "AVDiT")
   lines = [f"# Quickstart report: every task on {results['_clips']} held-out synthetic clips "
-           f"(AVDiT step {results['_step']})", "",
+           f"({model} step {results['_step']})", "",
            "Lower is better except for av_align. sync: ms between matched bounce events (a missing or extra event "
            f"costs {probes.EVENT_CAP_S * 1000:.0f} ms); drift and pitch_colour: set distances in [0, 1].",
-           "'untrained': an untrained AVDiT through the same sampler; 'shuffled': real clips paired with "
+           f"'untrained': an untrained {model} through the same sampler; 'shuffled': real clips paired with "
            "another clip's given portions; 'tokenizer': the real clip through the tokenizers (the floor).", ""]
   for task, by_system in results.items():
     if task.startswith("_"):
