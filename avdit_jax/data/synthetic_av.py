@@ -60,7 +60,7 @@ def _simulate(rng, n: int, times: np.ndarray, radius, gravity: float, max_speed:
 
   Each step is vel_y += gravity * dt; new = pos + vel * dt, then reflection at a crossed wall. Free flight
   between bounces is integrated a chunk of steps at a time with np.add.accumulate, which adds in the step
-  order, so the positions are those of the step-by-step loop bit for bit (tests/synthetic_av_test.py)."""
+  order, so the positions are those of the step-by-step loop bit for bit (tests/datasets_test.py)."""
   lo, hi = np.asarray(radius), 1.0 - np.asarray(radius)
   pos = rng.uniform(lo, hi, size=(n, 2))
   vel = rng.uniform(-max_speed, max_speed, size=(n, 2))
