@@ -92,16 +92,33 @@ def _find_key(node, key: str, prefix: str = "config") -> list[str]:
   return found
 
 
-def check_command_line(argv) -> None:
-  """Before absl parses anything: the --config file loads and every --config.a.b=v names an existing field
-  (one-line errors for main.py instead of a traceback from inside flag parsing)."""
-  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+def check_command_line(argv, default_spec: str | None = None) -> None:
+  """Before absl parses anything: the --config file (or `default_spec`, the flag's default) loads and every
+  --config.a.b=v names an existing field (one-line errors instead of a traceback from inside flag parsing)."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), default_spec)
   overrides = [a[len("--config."):] for a in argv if a.startswith("--config.")]
   if spec is None or not overrides:
     return
   config = load_config(spec)
   for override in overrides:
     check_override(config, override, where=spec)
+
+
+def exit_on_bad_command_line(default_spec: str | None = None) -> None:
+  """check_command_line on sys.argv, exiting with its one line: a bad config file or override names itself
+  before anything parses flags (a --config flag with a default loads it, and its overrides, when defined)."""
+  import sys
+  try:
+    check_command_line(sys.argv[1:], default_spec)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+
+
+def run_app(main) -> None:
+  """absl's app.run(main) for an entry point with a --config flag (no default), after exit_on_bad_command_line."""
+  from absl import app
+  exit_on_bad_command_line()
+  app.run(main)
 
 
 def _dtype(name: str, field: str):
@@ -113,13 +130,19 @@ def _dtype(name: str, field: str):
 MODEL_KINDS = ("avdit", "av_dit")
 
 
+def model_kind(model_config: ml_collections.ConfigDict) -> str:
+  """model_config.kind, 'avdit' where unset (configs written before AV-DiT), checked against MODEL_KINDS."""
+  kind = model_config.get("kind", "avdit")
+  if kind not in MODEL_KINDS:
+    raise ValueError(f"model.kind: unknown {kind!r}; expected one of {MODEL_KINDS}.")
+  return kind
+
+
 def model(config: ml_collections.ConfigDict):
   """The denoiser of config.model: kind 'avdit' (the default: models/avdit.py) or 'av_dit' (a frozen image DiT
   with adapters, models/av_dit.py); both are called as (audio, video, t) -> (audio_out, video_out)."""
   c = config.model
-  kind = c.get("kind", "avdit")
-  if kind not in MODEL_KINDS:
-    raise ValueError(f"model.kind: unknown {kind!r}; expected one of {MODEL_KINDS}.")
+  kind = model_kind(c)
   overrides = {k: v for k, v in c.items() if k not in ("kind", "variant", "dtype", "param_dtype", "num_segments")}
   dtype = _dtype(c.get("dtype", "float32"), "model.dtype")
   if kind == "av_dit":
@@ -138,8 +161,8 @@ def image_dit(config: ml_collections.ConfigDict) -> dit.DiT:
   """The image DiT inside config's AV-DiT (model.kind 'av_dit'), on one latent frame of data.video_shape: the
   same param names and shapes, so its trained params are the AV-DiT's frozen backbone (config.init_from)."""
   c = config.model
-  if c.get("kind", "avdit") != "av_dit":
-    raise ValueError(f"trainee 'image_dit': model.kind is {c.get('kind', 'avdit')!r}; expected 'av_dit' (the "
+  if model_kind(c) != "av_dit":
+    raise ValueError(f"trainee 'image_dit': model.kind is {model_kind(c)!r}; expected 'av_dit' (the "
                      "image DiT is that model's backbone).")
   _, h, w, cv = tuple(config.data.video_shape)
   if h != w:

@@ -11,7 +11,6 @@ from avdit_jax.perf import malloc
 MALLOC = malloc.restart_with_mimalloc() if __name__ == "__main__" else "malloc as it was (main imported, not run)"
 
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
@@ -58,9 +57,5 @@ def main(argv):
   trainer.train_and_evaluate(config, workdir, evaluators.for_config(config, workdir))
 
 if __name__ == "__main__":
-  try:                                 # a bad --config file or override: one line, not a flag-parsing traceback
-    factory.check_command_line(sys.argv[1:])
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  factory.run_app(main)              # a bad --config file or override: one line, not a flag-parsing traceback

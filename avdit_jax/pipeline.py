@@ -29,7 +29,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from avdit_jax import paths
+from avdit_jax import factory, paths
 from avdit_jax.data import datasets, latents
 from avdit_jax.evals import clip_tasks, evaluators
 from avdit_jax.inference import codec, frontend, tokenize
@@ -63,9 +63,9 @@ def image_dit_config(config: ml_collections.ConfigDict, latents_dir: str = "",
   """The image DiT stage's run: the AV-DiT's config (its model section holds the DiT's fields) as trainee
   'image_dit', every param trained, no evaluators, with config.image_dit's sections (train, optim, data,
   checkpoint) laid over it."""
-  if config.avdit.model.get("kind", "avdit") != "av_dit":
+  if factory.model_kind(config.avdit.model) != "av_dit":
     raise ValueError("config.image_dit is set but config.avdit.model.kind is "
-                     f"{config.avdit.model.get('kind', 'avdit')!r}; the image DiT stage needs 'av_dit'.")
+                     f"{factory.model_kind(config.avdit.model)!r}; the image DiT stage needs 'av_dit'.")
   sub = avdit_config(config, latents_dir, meta) if meta is not None else ml_collections.ConfigDict(
       config.avdit.to_dict())
   sub.trainee, sub.evals, sub.init_from = "image_dit", {}, ""

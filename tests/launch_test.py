@@ -151,3 +151,17 @@ def test_a_guidance_held_as_a_plain_number_is_named(tmp_path):
   with pytest.raises(ValueError, match=r"^--config.sampling.guidance: .*mine.py holds it as a plain float, which the "
                                        r"command line cannot change to a pair; make it factory.guidance_field\(...\)"):
     factory.check_command_line([f"--config={path}", "--config.sampling.guidance=(3.0, 7.0)"])
+
+
+@pytest.mark.parametrize("tool, args", [("tools/table1.py", ["--workdir=unused"]),
+                                        ("tools/aot_compile.py", ["--config=configs/gaussian.py"]),
+                                        ("tools/make_synthetic_latents.py", ["--config=configs/gaussian.py",
+                                                                             "--out=unused"])])
+def test_every_tool_with_a_config_flag_refuses_a_bad_override_in_one_line(tool, args):
+  # table1's --config has a default (configs/gaussian.py): its overrides are checked against that file.
+  out = subprocess.run([sys.executable, tool, *args, "--config.train.log_evry=5"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, AVDIT_MALLOC="system"))
+  assert out.returncode == 1
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: --config.train.log_evry: ") and "log_every" in lines[0], \
+      out.stderr

@@ -62,3 +62,17 @@ def test_latent_directories_write_and_read_on_gs(gcs, tmp_path):
   np.testing.assert_array_equal(a["video"], b["video"])
   np.testing.assert_array_equal(a["audio"], b["audio"])
   assert {p.name for p in paths.path(f"{gcs}/latents").iterdir()} == {"metadata.json", *meta.shards}
+
+
+def test_converted_weights_write_and_read_on_gs(gcs):
+  # What tools/convert_weights.py --out=gs://... writes and config.init_from / a tokenizer's weights then read.
+  from avdit_jax.pretrained import files
+  flat = {("block_0", "kernel"): np.arange(6, dtype=np.float32).reshape(2, 3), ("scale",): np.ones(4, np.float32)}
+  target = f"{gcs}/weights/converted.safetensors"
+  files.write_params(target, flat, source="test")
+  assert not paths.path(target + ".part").exists()
+  back = files.read_params(target)
+  assert back.keys() == flat.keys()
+  for k in flat:
+    np.testing.assert_array_equal(back[k], flat[k])
+  assert files.read_state_dict(target).keys() == {"block_0/kernel", "scale"}

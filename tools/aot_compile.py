@@ -80,4 +80,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from avdit_jax import factory      # after the environment above is set: it imports jax
+  factory.run_app(main)

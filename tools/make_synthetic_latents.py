@@ -5,7 +5,7 @@ r"""Writes Gaussian-toy clips in the latent format, so training can run from fil
       --config.data.kind=latents --config.data.dir=workdir/latents
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from avdit_jax import factory
@@ -27,4 +27,4 @@ def main(_):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  factory.run_app(main)

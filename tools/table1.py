@@ -37,7 +37,11 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "Where the runs and table.md go.")
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(__file__), "..", "configs", "gaussian.py"),
+DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "gaussian.py")
+if __name__ == "__main__":            # before the flag below loads the config and its overrides
+  from avdit_jax import factory  # noqa: E402
+  factory.exit_on_bad_command_line(DEFAULT_CONFIG)
+config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                 "The base config of every run.", lock_config=True)
 flags.DEFINE_list("tasks", ["joint", "a2v", "v2a", "av_inpaint:1:1", "av_continue:1"],
                   "Table 1's tasks (factory.task specs).")

@@ -133,7 +133,7 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
   real = _as_media(pair.decode(real_a, real_v)) if {"tokenizer", "shuffled"} & set(systems) else None
   shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
   results = {"_clips": len(rows), "_step": runs["model"].step if "model" in runs else 0,
-             "_model": "AV-DiT" if config.model.get("kind", "avdit") == "av_dit" else "AVDiT"}
+             "_model": "AV-DiT" if factory.model_kind(config.model) == "av_dit" else "AVDiT"}
   # Set-level Frechet distances to the real clips (features.py). The shuffled pairing is the real set itself,
   # so it has none.
   extractors = {}

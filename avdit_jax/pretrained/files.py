@@ -3,14 +3,16 @@
 A user's public checkpoint is read as a state dict {name: numpy array} (`read_state_dict`); a converted one is
 written as safetensors whose keys are this project's '/'-joined param paths (`write_params`, `read_params`,
 format FORMAT), which config.init_from reads. `check_matches` is the one shape-and-key check of both.
+Paths may be remote (paths.py): safetensors and torch read local files, so a remote one is staged first.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import numpy as np
+
+from avdit_jax import paths
 
 FORMAT = "avdit_jax/params/v1"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -20,11 +22,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A state dict from a .safetensors file, or a .pt / .pth / .bin file read by torch.load(weights_only=True)
   (tensors and plain containers only: a pickle that would build any other object is refused). A training
   checkpoint {'model', 'ema', ...} gives its 'ema' weights when present, else 'model'."""
-  if not os.path.exists(path):
+  if not paths.path(path).exists():
     raise FileNotFoundError(f"weights file {path}: no such file.")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
-    return dict(load_file(path))
+    return dict(load_file(paths.local_copy(path)))
   if not path.endswith(TORCH_SUFFIXES):
     raise ValueError(f"weights file {path}: expected .safetensors or one of {TORCH_SUFFIXES}.")
   try:
@@ -33,7 +35,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ImportError(f"weights file {path}: reading PyTorch files needs torch (pip install -e '.[parity]'), "
                       "or convert it to .safetensors first.") from None
   try:
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = torch.load(paths.local_copy(path), map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     raise ValueError(f"weights file {path}: refused, its pickle holds more than tensors and would run code "
                      f"when loaded ({str(e).splitlines()[0][:200]}).") from None
@@ -50,19 +52,23 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 def write_params(path: str, flat: dict[tuple, np.ndarray], source: str = "") -> None:
   """Converted params {path tuple: array} to a safetensors file that config.init_from reads."""
-  from safetensors.numpy import save_file
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  save_file({"/".join(k): np.ascontiguousarray(v) for k, v in flat.items()}, path,
-            metadata={"format": FORMAT, "source": source})
+  from safetensors.numpy import save
+  target = paths.path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  data = save({"/".join(k): np.ascontiguousarray(v) for k, v in flat.items()},
+              metadata={"format": FORMAT, "source": source})
+  part = target.parent / (target.name + ".part")   # written whole, then renamed: a kill leaves no torn file
+  part.write_bytes(data)
+  part.rename(target)
 
 
 def read_params(path: str) -> dict[tuple, np.ndarray]:
   """A file that write_params wrote: {path tuple: array}."""
-  if not path.endswith(".safetensors") or not os.path.exists(path):
+  if not path.endswith(".safetensors") or not paths.path(path).exists():
     raise FileNotFoundError(f"{path}: expected a converted .safetensors file (tools/convert_weights.py) or a run's "
                             "workdir.")
   from safetensors import safe_open
-  with safe_open(path, framework="np") as f:
+  with safe_open(paths.local_copy(path), framework="np") as f:
     fmt = (f.metadata() or {}).get("format")
   if fmt != FORMAT:
     raise ValueError(f"{path}: format {fmt!r}, expected {FORMAT!r}; convert public weights with "
