@@ -58,6 +58,9 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
   return sub
 
 
+IMAGE_MODEL_FIELDS = ("kind", "variant", "dtype", "learn_sigma") + factory.IMAGE_DIT_FIELDS
+
+
 def image_dit_config(config: ml_collections.ConfigDict, latents_dir: str = "",
                      meta: latents.Metadata | None = None) -> ml_collections.ConfigDict:
   """The image DiT stage's run: the AV-DiT's config (its model section holds the DiT's fields) as trainee
@@ -69,6 +72,9 @@ def image_dit_config(config: ml_collections.ConfigDict, latents_dir: str = "",
   sub = avdit_config(config, latents_dir, meta) if meta is not None else ml_collections.ConfigDict(
       config.avdit.to_dict())
   sub.trainee, sub.evals, sub.init_from = "image_dit", {}, ""
+  # Only the fields the image DiT is built from (factory.image_dit): its checkpoint stays compatible when the
+  # adapters change (e.g. model.temporal_dim), so a changed AV-DiT reuses the trained image stage.
+  sub.model = {k: v for k, v in sub.model.items() if k in IMAGE_MODEL_FIELDS}
   sub.train.trainable = "all"
   for section, values in config.image_dit.items():
     if section not in ("train", "optim", "data", "checkpoint"):

@@ -142,7 +142,7 @@ def test_every_monl_task_samples_from_an_av_dit_checkpoint_through_the_front_end
 def test_bad_model_fields_are_named():
   with pytest.raises(ValueError, match="model.kind"):
     factory.model(_config(kind="avdiT"))
-  with pytest.raises(ValueError, match=r"unknown fields \['video_patch'\] for kind 'av_dit'"):
+  with pytest.raises(ValueError, match=r"model \(kind 'av_dit'\): unknown fields \['video_patch'\]"):
     factory.model(_config(video_patch=(1, 2, 2)))
-  with pytest.raises(ValueError, match="unknown DiT 'tiny'"):
+  with pytest.raises(ValueError, match="unknown DiT variant 'tiny'"):
     factory.model(_config(variant="tiny"))

@@ -18,7 +18,6 @@ The audio branch's adaLN is per token (few next to the video's); the video's is 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import einops
@@ -160,15 +159,7 @@ class AVAdaptedDiT(nn.Module):
 
 def make_model(variant: str = "S/2", **overrides) -> AVAdaptedDiT:
   """AV-DiT over the DiT of that name ('S/2' ... 'XL/8', models/dit.VARIANTS) with field overrides."""
-  if variant not in dit.VARIANTS:
-    raise ValueError(f"model.variant: unknown DiT {variant!r} for kind 'av_dit'; expected one of "
-                     f"{sorted(dit.VARIANTS)}.")
-  depth, width, heads, patch = dit.VARIANTS[variant]
-  fields = {**dict(depth=depth, width=width, num_heads=heads, patch=patch), **overrides}
-  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(AVAdaptedDiT)})
-  if unknown:
-    raise ValueError(f"model: unknown fields {unknown} for kind 'av_dit'.")
-  return AVAdaptedDiT(**fields)
+  return dit.from_variant(AVAdaptedDiT, variant, overrides, "model (kind 'av_dit')")
 
 
 def flops_by_part(layout: avdit.TokenLayout, model: AVAdaptedDiT, batch: int) -> dict:

@@ -89,16 +89,22 @@ class TimestepMLP(nn.Module):
     return nn.Dense(self.width, name="mlp_out")(nn.silu(nn.Dense(self.width, name="mlp_in")(freq)))
 
 
+def from_variant(cls, variant: str, overrides: dict, what: str):
+  """cls (DiT, or a model built around one) at the paper's size of that name ('S/2' ... 'XL/8'), fields
+  overridden (overrides win); `what` names the model in errors."""
+  if variant not in VARIANTS:
+    raise ValueError(f"{what}: unknown DiT variant {variant!r}; expected one of {sorted(VARIANTS)}.")
+  depth, width, heads, patch = VARIANTS[variant]
+  fields = {**dict(depth=depth, width=width, num_heads=heads, patch=patch), **overrides}
+  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+  if unknown:
+    raise ValueError(f"{what}: unknown fields {unknown}.")
+  return cls(**fields)
+
+
 def make_dit(variant: str = "XL/2", **overrides) -> DiT:
   """A DiT by the paper's name ('S/2' ... 'XL/8') with field overrides (input_size, num_classes, ...)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"DiT variant: unknown {variant!r}; expected one of {sorted(VARIANTS)}.")
-  depth, width, heads, patch = VARIANTS[variant]
-  fields = {**dict(depth=depth, width=width, num_heads=heads, patch=patch), **overrides}   # overrides win
-  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(DiT)})
-  if unknown:
-    raise ValueError(f"DiT: unknown fields {unknown}.")
-  return DiT(**fields)
+  return from_variant(DiT, variant, overrides, "DiT")
 
 
 def param_shapes(model: DiT) -> dict:
