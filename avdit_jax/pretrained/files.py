@@ -76,17 +76,23 @@ def read_params(path: str) -> dict[tuple, np.ndarray]:
   return {tuple(k.split("/")): v for k, v in read_state_dict(path).items()}
 
 
+def shape_differences(have: dict, want: dict) -> tuple[list, list, list]:
+  """(keys only in `have`, keys in both whose shapes differ, keys only in `want`), each sorted; values are shapes."""
+  extra = sorted(have.keys() - want.keys())
+  differ = sorted(k for k in have.keys() & want.keys() if tuple(have[k]) != tuple(want[k]))
+  return extra, differ, sorted(want.keys() - have.keys())
+
+
 def check_matches(weights: dict[tuple, np.ndarray], shapes: dict[tuple, tuple], where: str, *,
                   partial: bool = False) -> None:
   """Every weight must be a param of the model with its shape; unless `partial`, every param must be there."""
-  for key in sorted(weights):
-    if key not in shapes:
-      raise ValueError(f"{where}: {'/'.join(key)} (shape {tuple(weights[key].shape)}) is not a parameter of the "
-                       "model.")
-    if tuple(weights[key].shape) != tuple(shapes[key]):
-      raise ValueError(f"{where}: {'/'.join(key)} has shape {tuple(weights[key].shape)}, the model's has "
-                       f"{tuple(shapes[key])}.")
-  missing = sorted(shapes.keys() - weights.keys())
+  extra, differ, missing = shape_differences({k: v.shape for k, v in weights.items()}, shapes)
+  if extra:
+    raise ValueError(f"{where}: {'/'.join(extra[0])} (shape {tuple(weights[extra[0]].shape)}) is not a parameter "
+                     "of the model.")
+  if differ:
+    raise ValueError(f"{where}: {'/'.join(differ[0])} has shape {tuple(weights[differ[0]].shape)}, the model's has "
+                     f"{tuple(shapes[differ[0]])}.")
   if missing and not partial:
     raise ValueError(f"{where}: no weights for {'/'.join(missing[0])} (shape {tuple(shapes[missing[0]])})"
                      + (f" and {len(missing) - 1} more" if len(missing) > 1 else "") + ".")

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from avdit_jax import paths
+from avdit_jax.pretrained import files
 
 # Config sections that must match for a checkpoint to be restored into a model.
 COMPATIBLE_SECTIONS = ("model", "num_segments", "diffusion")   # diffusion: a DDPM net is no flow net
@@ -87,7 +88,8 @@ def check_param_shapes(manager: ocp.CheckpointManager, step: int, abstract_param
   except Exception:  # noqa: BLE001 - unreadable metadata: the restore decides
     return
   built = {jax.tree_util.keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
-  differ = [f"{k} {saved.get(k, 'missing')} saved, {v} built" for k, v in built.items() if saved.get(k) != v]
+  _, wrong, missing = files.shape_differences(saved, built)
+  differ = [f"{k} {saved.get(k, 'missing')} saved, {built[k]} built" for k in wrong + missing]
   if differ:
     raise ValueError(f"checkpoint {where} holds params of other shapes than this config builds ({'; '.join(differ[:3])}"
                      f"{'; ...' if len(differ) > 3 else ''}): config.data's shapes or config.model differ from the "
