@@ -1,5 +1,6 @@
 """AV-DiT (models/av_dit.py) in the one training system: the image DiT inside it, its frozen backbone, every task."""
 
+import os
 import re
 
 import flax.linen as nn
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from avdit_jax import factory
+from avdit_jax import factory, pipeline
 from avdit_jax.core import monl
 from avdit_jax.inference import frontend
 from avdit_jax.models import av_dit, dit
 from avdit_jax.pretrained import files
-from avdit_jax.train import trainable, trainer
+from avdit_jax.train import checkpoint, trainable, trainer
 from train_test import load_config
 
 STEPS = 3
@@ -146,3 +147,19 @@ def test_bad_model_fields_are_named():
     factory.model(_config(video_patch=(1, 2, 2)))
   with pytest.raises(ValueError, match="unknown DiT variant 'tiny'"):
     factory.model(_config(variant="tiny"))
+
+
+def test_the_image_stage_checkpoint_survives_a_change_of_the_adapters():
+  # The image stage's config holds only what builds the image DiT: a run with other adapters (temporal_dim,
+  # adapter_dim) finds its saved image_dit compatible and reuses it, while a change of the DiT itself is refused.
+  recipe = os.path.join(os.path.dirname(__file__), "..", "configs", "av_dit_quickstart.py")
+  config = factory.load_config(recipe + ":test")
+  saved = pipeline.image_dit_config(config).to_dict()
+  config.avdit.model.update(temporal_dim=0, adapter_dim=16)
+  changed = pipeline.image_dit_config(config)
+  assert changed.model.to_dict() == saved["model"]
+  checkpoint.check_compatible(saved, changed, "W/image_dit")
+  config.avdit.model.width *= 2
+  with pytest.raises(ValueError, match=r"W/image_dit was written with config.model"):
+    checkpoint.check_compatible(saved, pipeline.image_dit_config(config), "W/image_dit")
+  assert factory.image_dit(pipeline.image_dit_config(config)).width == 2 * 32
