@@ -155,15 +155,18 @@ def model(config: ml_collections.ConfigDict):
 
 # The av_dit model fields that are its image DiT's (the rest are the adapters').
 IMAGE_DIT_FIELDS = ("depth", "width", "num_heads", "mlp_ratio", "patch", "num_classes", "freq_shift")
+# Every model field image_dit reads: all that a saved image DiT run's config needs to hold.
+IMAGE_MODEL_FIELDS = ("kind", "variant", "dtype", "learn_sigma") + IMAGE_DIT_FIELDS
 
 
 def image_dit(config: ml_collections.ConfigDict) -> dit.DiT:
   """The image DiT inside config's AV-DiT (model.kind 'av_dit'), on one latent frame of data.video_shape: the
   same param names and shapes, so its trained params are the AV-DiT's frozen backbone (config.init_from)."""
   c = config.model
-  if model_kind(c) != "av_dit":
-    raise ValueError(f"trainee 'image_dit': model.kind is {model_kind(c)!r}; expected 'av_dit' (the "
-                     "image DiT is that model's backbone).")
+  kind = model_kind(c)
+  if kind != "av_dit":
+    raise ValueError(f"trainee 'image_dit': model.kind is {kind!r}; expected 'av_dit' (the image DiT is that "
+                     "model's backbone).")
   _, h, w, cv = tuple(config.data.video_shape)
   if h != w:
     raise ValueError(f"trainee 'image_dit': data.video_shape {tuple(config.data.video_shape)} has {h}x{w} frames; "

@@ -58,23 +58,21 @@ def avdit_config(config: ml_collections.ConfigDict, latents_dir: str,
   return sub
 
 
-IMAGE_MODEL_FIELDS = ("kind", "variant", "dtype", "learn_sigma") + factory.IMAGE_DIT_FIELDS
-
-
 def image_dit_config(config: ml_collections.ConfigDict, latents_dir: str = "",
                      meta: latents.Metadata | None = None) -> ml_collections.ConfigDict:
   """The image DiT stage's run: the AV-DiT's config (its model section holds the DiT's fields) as trainee
   'image_dit', every param trained, no evaluators, with config.image_dit's sections (train, optim, data,
   checkpoint) laid over it."""
-  if factory.model_kind(config.avdit.model) != "av_dit":
-    raise ValueError("config.image_dit is set but config.avdit.model.kind is "
-                     f"{factory.model_kind(config.avdit.model)!r}; the image DiT stage needs 'av_dit'.")
+  kind = factory.model_kind(config.avdit.model)
+  if kind != "av_dit":
+    raise ValueError(f"config.image_dit is set but config.avdit.model.kind is {kind!r}; the image DiT stage "
+                     "needs 'av_dit'.")
   sub = avdit_config(config, latents_dir, meta) if meta is not None else ml_collections.ConfigDict(
       config.avdit.to_dict())
   sub.trainee, sub.evals, sub.init_from = "image_dit", {}, ""
   # Only the fields the image DiT is built from (factory.image_dit): its checkpoint stays compatible when the
   # adapters change (e.g. model.temporal_dim), so a changed AV-DiT reuses the trained image stage.
-  sub.model = {k: v for k, v in sub.model.items() if k in IMAGE_MODEL_FIELDS}
+  sub.model = {k: v for k, v in sub.model.items() if k in factory.IMAGE_MODEL_FIELDS}
   sub.train.trainable = "all"
   for section, values in config.image_dit.items():
     if section not in ("train", "optim", "data", "checkpoint"):

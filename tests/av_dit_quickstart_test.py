@@ -77,4 +77,3 @@ def test_every_task_samples_from_the_av_dit_workdir_as_the_cli_and_notebook_do(r
   [written] = generate.sample_to_files(gen, task, str(tmp_path), input_path=None if task == "joint" else clip,
                                        num_steps=2)
   assert os.path.getsize(written["sample"]["mp4"]) > 0
-

@@ -70,10 +70,10 @@ def read_params(path: str) -> dict[tuple, np.ndarray]:
   from safetensors import safe_open
   with safe_open(paths.local_copy(path), framework="np") as f:
     fmt = (f.metadata() or {}).get("format")
-  if fmt != FORMAT:
-    raise ValueError(f"{path}: format {fmt!r}, expected {FORMAT!r}; convert public weights with "
-                     "tools/convert_weights.py first.")
-  return {tuple(k.split("/")): v for k, v in read_state_dict(path).items()}
+    if fmt != FORMAT:
+      raise ValueError(f"{path}: format {fmt!r}, expected {FORMAT!r}; convert public weights with "
+                       "tools/convert_weights.py first.")
+    return {tuple(k.split("/")): f.get_tensor(k) for k in f.keys()}
 
 
 def shape_differences(have: dict, want: dict) -> tuple[list, list, list]:
