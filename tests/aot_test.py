@@ -11,7 +11,9 @@ pytestmark = pytest.mark.xdist_group("libtpu")   # one process holds libtpu; the
 def test_tiny_train_and_sampling_steps_compile_for_a_v5e_slice():
   config = load_config(arg="test")
   config.mesh.shape = (2, 2, 1)                       # data x fsdp over the 4 chips of v5e:2x2
+  config.model.scan_layers = True                     # as the paper configs: XLA counts the scan's body once ...
   report = aot.compile_report(config, "v5e:2x2")
+  assert report["flops_recounted"]                    # ... so the FLOPs come from unrolled compiles at depth 1, 2
   assert report["chips"] == 4 and report["hbm_per_chip"] == 16 * 2**30
   for part in ("train", "sample"):
     r = report[part]
@@ -43,6 +45,7 @@ def test_av_dit_steps_compile_with_its_own_flop_count_and_frozen_backbone():
   report = aot.compile_report(config, "v5e:2x2")     # no scan_layers, no remat: AVDiT's fields are not assumed
   for part in ("train", "sample"):
     assert report[part]["fits"] and 0.9 < report[part]["flops_ratio"] < 1.5, (part, report[part]["flops_ratio"])
+  assert not report["flops_recounted"]               # no loops in its programs: XLA's own count is whole
   trained, total = report["params"]
   assert 0 < trained < total, (trained, total)      # only the adapters train; the image DiT is frozen
   assert f"{trained / 1e6:.3g}M / {total / 1e6:.3g}M" in aot.markdown_row("av_dit.py:test", report)
