@@ -199,6 +199,9 @@ def finetune_markdown(tuned: dict, base: dict, trained: int, total: int, config,
            f"Trainable parameters: {trained:,} of {total:,} ({trained / total:.2%}). Every task on "
            f"{tuned['_clips']} held-out clips of {c.eval_dataset}; lower is better except for av_align. 'base': "
            "the model before fine-tuning; 'tokenizer': the real clips through the tokenizers (the floor).", "",
+           f"Held-out loss (the training objective on these clips' latents, the same draws for each): base "
+           f"{base['_loss']['model']:.4g}, fine-tuned {tuned['_loss']['model']:.4g}, untrained "
+           f"{tuned['_loss']['untrained']:.4g}.", "",
            "| task | score | base | fine-tuned | untrained | shuffled | tokenizer |", "|---|---|---|---|---|---|---|"]
   for task, by_system in tuned.items():
     if task.startswith("_"):

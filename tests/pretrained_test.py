@@ -291,7 +291,7 @@ def test_the_main_job_tokenizes_clips_with_a_converted_sd_vae_and_trains_on_its_
     want = 0.5 * model_torch.encode(x).latent_dist.mean.permute(0, 2, 3, 1).numpy()
   assert rel_err(clip["video"], want) <= TOL, rel_err(clip["video"], want)
 
-  assert os.path.isdir(os.path.join(workdir, "avdit", "checkpoints", "4"))
+  assert os.path.isdir(os.path.join(workdir, "avdit", "checkpoints", str(config.avdit.train.num_steps)))
   gen = generate.Generator.load(workdir)                # the run in use: the VAE is found again by frame_vae.json
   assert isinstance(gen.pair.video.module, sd_vae.FrameVAE) and gen.spec.temporal_ratio == 1
   audio, video = gen.pair.decode(clip["audio"][None], clip["video"][None])

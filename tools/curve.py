@@ -4,8 +4,8 @@ r"""The probes against training steps: the evaluations a run made during trainin
   python tools/curve.py --workdir=W/avdit --scores=a2v/a2v_sync_ms,joint/pitch_colour
 
 Each row is one evaluation (config.avdit.evals.clip_tasks.every_steps), with the training loss logged nearest
-before it; each column one task's score (lower is better but av_align). The shape of the curve is what says
-whether a recipe keeps improving with compute.
+before it; each column one task's score, or the held-out loss (lower is better but av_align). The shape of the
+curve is what says whether a recipe keeps improving with compute.
 """
 
 import json
@@ -17,8 +17,8 @@ from avdit_jax.train import trainer
 
 flags.DEFINE_string("workdir", None, "A main job's workdir, or a training run's (with metrics.jsonl).", required=True)
 flags.DEFINE_string("evaluator", "clip_tasks", "Whose scalars: the evaluator's name in config.evals.")
-flags.DEFINE_list("scores", ["joint/pitch_colour", "a2v/a2v_sync_ms", "v2a/v2a_sync_ms", "av_continue:1/colour_drift",
-                             "av_inpaint:1:1/colour_drift", "a2v/colour_drift"],
+flags.DEFINE_list("scores", ["held_out_loss", "joint/pitch_colour", "a2v/a2v_sync_ms", "v2a/v2a_sync_ms",
+                             "av_continue:1/colour_drift", "av_inpaint:1:1/colour_drift", "a2v/colour_drift"],
                   "task/score columns; 'all' for every one the run logged.")
 FLAGS = flags.FLAGS
 

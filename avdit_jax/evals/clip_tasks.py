@@ -9,6 +9,9 @@ decoded to media and read by the probes (avdit_jax/evals/probes.py). Scores (all
   pitch_drift    share of the pitches heard in the generated audio that no ball of the clip has
   pitch_colour   Jaccard distance between pitches heard and colours seen (joint generation)
   av_align       AV-Align of the whole sample (metrics.av_align; the one score where higher is better)
+Above the tasks, the held-out loss: the training objective on the clips' latents, the same draws of t and noise
+for every model (held_out_loss). It needs no decoding, so it tells a trained model from an untrained one even
+where the tokenizers' round trip leaves the probes nothing to see (the test suite's tiny tokenizers).
 Each score sits next to baselines run through the same probes: an untrained AVDiT through the same
 sampler, and real clips in a shuffled pairing (clip i's given portions with clip i+1's media: real
 content with no relation to the condition). 'tokenizer' is the real clip decoded from its latents,
@@ -28,7 +31,7 @@ from avdit_jax.data import clips, datasets
 from avdit_jax.evals import features, metrics, probes
 from avdit_jax.inference import codec
 from avdit_jax.inference import frontend
-from avdit_jax.train import trainees, trainer
+from avdit_jax.train import sharding, trainees, trainer
 
 SCORES = ("a2v_sync_ms", "v2a_sync_ms", "av_sync_ms", "colour_drift", "pitch_drift", "pitch_colour", "av_align",
           "fvd", "fad")
@@ -98,6 +101,22 @@ def score_sample(mask: np.ndarray, frames: np.ndarray, audio: np.ndarray, row: d
   return out
 
 
+LOSS_DRAWS = 8      # draws of (strategy, t, noise) over the held-out clips that the held-out loss averages
+
+
+def held_out_loss(config, runs: dict, audio: np.ndarray, video: np.ndarray, seed: int) -> dict:
+  """{run name: the training objective (trainees.Trainee.loss) on latents [B, ...] (data units)}, averaged over
+  LOSS_DRAWS draws that are the same for every run, so the runs' losses compare pair by pair."""
+  loss = jax.jit(trainees.for_config(config).loss)
+  keys = list(jax.random.split(jax.random.PRNGKey(seed), LOSS_DRAWS))
+  out = {}
+  for name, run in runs.items():
+    batch = dict(zip(("audio", "video"), (np.asarray(x, np.float32) for x in run.to_model(audio, video))))
+    batch, keys_here = sharding.replicate_like(run.params, (batch, keys))
+    out[name] = float(np.mean([float(sharding.to_host(loss(run.params, batch, k)[0])) for k in keys_here]))
+  return out
+
+
 def load_clips(dataset: str, split: str, tfds_dir: str, count: int) -> tuple[list[dict], clips.ClipSpec]:
   source, spec = datasets.data_source(dataset, split, tfds_dir)
   if "collision_times" not in source[0]:
@@ -133,7 +152,9 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
   real = _as_media(pair.decode(real_a, real_v)) if {"tokenizer", "shuffled"} & set(systems) else None
   shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
   results = {"_clips": len(rows), "_step": runs["model"].step if "model" in runs else 0,
-             "_model": "AV-DiT" if factory.model_kind(config.model) == "av_dit" else "AVDiT"}
+             "_model": "AV-DiT" if factory.model_kind(config.model) == "av_dit" else "AVDiT",
+             "_loss": held_out_loss(config, {n: r for n, r in runs.items() if n in systems}, real_a, real_v,
+                                    section["seed"])}
   # Set-level Frechet distances to the real clips (features.py). The shuffled pairing is the real set itself,
   # so it has none.
   extractors = {}
@@ -193,6 +214,9 @@ def markdown(results: dict, *, elapsed_s: float | None = None) -> str:
            f"costs {probes.EVENT_CAP_S * 1000:.0f} ms); drift and pitch_colour: set distances in [0, 1].",
            f"'untrained': an untrained {model} through the same sampler; 'shuffled': real clips paired with "
            "another clip's given portions; 'tokenizer': the real clip through the tokenizers (the floor).", ""]
+  if results.get("_loss"):
+    lines += ["Held-out loss (the training objective on these clips' latents, the same draws for each): " +
+              ", ".join(f"{name} {value:.4g}" for name, value in sorted(results["_loss"].items())) + ".", ""]
   for task, by_system in results.items():
     if task.startswith("_"):
       continue
@@ -243,8 +267,10 @@ class ClipTasks:
     params = trainer.sampling_params(self.config, state, frontend.use_ema(self.config))
     model = evaluate(self.config, {"model": self._run(params, step)}, self.pair, self.tasks, self.section,
                      **self.where, media_dir=self.media_dir, systems=("model",))
-    self.last = {**model, **{t: {**self.baselines[t], **model[t]} for t in self.tasks}}
+    self.last = {**model, **{t: {**self.baselines[t], **model[t]} for t in self.tasks},
+                 "_loss": {**self.baselines["_loss"], **model["_loss"]}}
     if self.report_path and jax.process_index() == 0:
       paths.path(self.report_path).write_text(markdown(self.last))
-    return {f"{task}/{score}": v for task in self.tasks for score, v in model[task]["model"].items()}
+    return {"held_out_loss": model["_loss"]["model"],
+            **{f"{task}/{score}": v for task in self.tasks for score, v in model[task]["model"].items()}}
 
