@@ -29,9 +29,11 @@ Prints:
     elementwise work of the forward pass, the backward pass and the update. XLA runs independent ops side
     by side on the cores, so op times add up to more than the wall time; their shares are what to read;
   * preemption: steps/s of an uninterrupted 2-process run (launch/local.py, 4 CPU devices each,
-    configs/gaussian.py) with JAX's preemption sync point checked every step and with the preemption service
-    off (no check), interleaved --preemption_rounds times, best of each, and the cost of one check (the sync
-    point against the allgather of a flag the loop used before; `--only=preemption_calls` alone); not in the
+    configs/gaussian.py) with JAX's preemption sync point checked every step, with the service on but the
+    check skipped (the loop's check patched out in the subprocess: what the check itself costs), and with the
+    service off (JAX_ENABLE_PREEMPTION_SERVICE=false: no service threads either), interleaved
+    --preemption_rounds times in a rotating order, best of each; and the cost of one check (the sync point
+    against the allgather of a flag the loop used before; `--only=preemption_calls` alone); not in the
     default set (minutes);
   * torch: this train step's time over the same step written in PyTorch (tools/torch_reference.py, eager,
     the faster of its two attention forms), each in its own subprocess, with glibc's malloc and, where
@@ -321,27 +323,46 @@ def av_dit_rows() -> list:
   return rows
 
 
+# The main job with the loop's preemption check answered False without asking the service (re-executed as it is
+# by main's malloc restart, so the patch holds in the restarted process too).
+_MAIN_WITHOUT_CHECK = ("import runpy; from avdit_jax.train import checkpoint; "
+                       "checkpoint.Preemption.reached = lambda self, step: False; "
+                       "runpy.run_module('avdit_jax.main', run_name='__main__', alter_sys=True)")
+PREEMPTION_ARMS = {      # name: (JAX_ENABLE_PREEMPTION_SERVICE, how the main job starts)
+    "sync point": ("true", ["-m", "avdit_jax.main"]),
+    "service on, no check": ("true", ["-c", _MAIN_WITHOUT_CHECK]),
+    "service off": ("false", ["-m", "avdit_jax.main"]),
+}
+
+
 def preemption_rows() -> list:
-  """Steps/s of 2-process runs with the preemption check (JAX's sync point, every step) and without it."""
-  n = FLAGS.preemption_steps
+  """Steps/s of 2-process runs: the preemption check (JAX's sync point, every step), the service on but the check
+  skipped, and the service off; each round starts with the next arm, so none always runs first."""
+  n, names = FLAGS.preemption_steps, list(PREEMPTION_ARMS)
   best = {}
-  for _ in range(FLAGS.preemption_rounds):
-    for service in ("true", "false"):
+  for round_ in range(FLAGS.preemption_rounds):
+    for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+      service, entry = PREEMPTION_ARMS[name]
       with tempfile.TemporaryDirectory() as workdir:
         cmd = [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--num_processes=2", "--devices_per_process=4",
-               "--", sys.executable, "-m", "avdit_jax.main", "--config=configs/gaussian.py", f"--workdir={workdir}",
+               "--", sys.executable, *entry, "--config=configs/gaussian.py", f"--workdir={workdir}",
                f"--config.train.num_steps={n}", f"--config.train.log_every={n}",
                f"--config.checkpoint.every_steps={n}", "--config.evals.gaussian_toy.tasks=()"]
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
                              env=dict(os.environ, JAX_ENABLE_PREEMPTION_SERVICE=service))
         if out.returncode:
-          raise RuntimeError(f"2-process run failed:\n{out.stdout[-3000:]}")
+          raise RuntimeError(f"2-process run ({name}) failed:\n{out.stdout[-3000:]}")
         rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
         rate = next(r["steps_per_sec"] for r in reversed(rows) if "steps_per_sec" in r)
-        best[service] = max(best.get(service, 0.0), rate)
-  on, off = best["true"], best["false"]
-  return [(f"2-process train step, preemption sync point / no check ({n} steps, configs/gaussian.py)",
-           f"{1e3 / on:.1f} / {1e3 / off:.1f} ms", f"{off / on:.3f}x the unchecked step time")]
+        best[name] = max(best.get(name, 0.0), rate)
+        print(f"preemption round {round_}: {name}: {1e3 / rate:.1f} ms/step", flush=True)
+  ms = {name: 1e3 / rate for name, rate in best.items()}
+  return [(f"2-process train step, sync point / service on, no check ({n} steps, configs/gaussian.py)",
+           f"{ms['sync point']:.1f} / {ms['service on, no check']:.1f} ms",
+           f"{ms['sync point'] / ms['service on, no check']:.3f}x"),
+          ("2-process train step, service on, no check / service off (the service's own cost)",
+           f"{ms['service on, no check']:.1f} / {ms['service off']:.1f} ms",
+           f"{ms['service on, no check'] / ms['service off']:.3f}x")]
 
 
 def main(_):

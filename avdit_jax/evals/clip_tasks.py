@@ -104,10 +104,9 @@ def score_sample(mask: np.ndarray, frames: np.ndarray, audio: np.ndarray, row: d
 LOSS_DRAWS = 8      # draws of (strategy, t, noise) over the held-out clips that the held-out loss averages
 
 
-def held_out_loss(config, runs: dict, audio: np.ndarray, video: np.ndarray, seed: int) -> dict:
-  """{run name: the training objective (trainees.Trainee.loss) on latents [B, ...] (data units)}, averaged over
-  LOSS_DRAWS draws that are the same for every run, so the runs' losses compare pair by pair."""
-  loss = jax.jit(trainees.for_config(config).loss)
+def held_out_loss(loss, runs: dict, audio: np.ndarray, video: np.ndarray, seed: int) -> dict:
+  """{run name: loss (a jitted trainees.Trainee.loss) on latents [B, ...] (data units)}, averaged over LOSS_DRAWS
+  draws that are the same for every run, so the runs' losses compare pair by pair."""
   keys = list(jax.random.split(jax.random.PRNGKey(seed), LOSS_DRAWS))
   out = {}
   for name, run in runs.items():
@@ -125,13 +124,14 @@ def load_clips(dataset: str, split: str, tfds_dir: str, count: int) -> tuple[lis
 
 
 def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: str, tfds_dir: str,
-             media_dir: str | None = None, systems: tuple = SYSTEMS) -> dict:
+             media_dir: str | None = None, systems: tuple = SYSTEMS, loss=None) -> dict:
   """{task: {system: {score: mean over clips}}} plus '_clips' and '_step', for the `systems` asked (a subset of
   SYSTEMS: each system's scores do not depend on which others run, so a caller can reuse the baselines).
 
   config: the AVDiT run's. runs: the sampled systems asked ('model', 'untrained') as frontend.Runs.
   section: split, num_clips, seed, media_per_task, fvd, fad_weights (config.evals.clip_tasks).
-  media_dir: where the model's samples go as media."""
+  media_dir: where the model's samples go as media. loss: the jitted training loss of config's trainee (made
+  here when None; a caller that evaluates often passes its own, so it compiles once)."""
   unknown = set(systems) - set(SYSTEMS)
   if unknown or not systems:
     raise ValueError(f"evaluate: systems {sorted(unknown) or '()'}; expected a non-empty subset of {SYSTEMS}.")
@@ -153,8 +153,8 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
   shift = lambda x: np.roll(x, 1, axis=0)                   # clip i gets clip i-1's media
   results = {"_clips": len(rows), "_step": runs["model"].step if "model" in runs else 0,
              "_model": "AV-DiT" if factory.model_kind(config.model) == "av_dit" else "AVDiT",
-             "_loss": held_out_loss(config, {n: r for n, r in runs.items() if n in systems}, real_a, real_v,
-                                    section["seed"])}
+             "_loss": held_out_loss(loss or jax.jit(trainees.for_config(config).loss),
+                                    {n: r for n, r in runs.items() if n in systems}, real_a, real_v, section["seed"])}
   # Set-level Frechet distances to the real clips (features.py). The shuffled pairing is the real set itself,
   # so it has none.
   extractors = {}
@@ -250,6 +250,7 @@ class ClipTasks:
     self.section = dict(split=split, num_clips=num_clips, media_per_task=media_per_task, seed=seed, fvd=fvd,
                         fad_weights=fad_weights)
     self.trainee = trainees.for_config(config)
+    self.loss = jax.jit(self.trainee.loss)                         # the held-out loss's, compiled once
     self.normalizer = frontend.normalizer_for(config)
     self.baselines = self.last = self._shared = None
 
@@ -263,10 +264,10 @@ class ClipTasks:
     if self.baselines is None:
       untrained = self._run(nn.unbox(self.trainee.init(self.config.seed + 1)), 0)
       self.baselines = evaluate(self.config, {"untrained": untrained}, self.pair, self.tasks, self.section,
-                                **self.where, systems=("untrained", "shuffled", "tokenizer"))
+                                **self.where, systems=("untrained", "shuffled", "tokenizer"), loss=self.loss)
     params = trainer.sampling_params(self.config, state, frontend.use_ema(self.config))
     model = evaluate(self.config, {"model": self._run(params, step)}, self.pair, self.tasks, self.section,
-                     **self.where, media_dir=self.media_dir, systems=("model",))
+                     **self.where, media_dir=self.media_dir, systems=("model",), loss=self.loss)
     self.last = {**model, **{t: {**self.baselines[t], **model[t]} for t in self.tasks},
                  "_loss": {**self.baselines["_loss"], **model["_loss"]}}
     if self.report_path and jax.process_index() == 0:
