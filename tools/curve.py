@@ -31,15 +31,17 @@ def metrics_path(workdir: str):
                           "workdir or a training run's).")
 
 
-def curve(rows: list[dict], evaluator: str, scores: list[str]) -> tuple[list[str], list[tuple]]:
-  """(columns, [(step, loss, value per column)]) of the evaluation rows of `evaluator`."""
+def curve(rows: list[dict], evaluator: str, scores: list[str], *,
+          only_logged: bool = False) -> tuple[list[str], list[tuple]]:
+  """(columns, [(step, loss, value per column)]) of the evaluation rows of `evaluator`; only_logged drops the
+  scores the run did not log instead of refusing them (the default columns on a run older than one of them)."""
   prefix = f"eval/{evaluator}/"
   evals = [r for r in rows if any(k.startswith(prefix) for k in r)]
   if not evals:
     raise ValueError(f"no eval/{evaluator}/ rows: the run made no such evaluation (set "
                      f"config.evals.{evaluator}.every_steps > 0 for one during training).")
   logged = sorted({k[len(prefix):] for r in evals for k in r if k.startswith(prefix)})
-  columns = logged if scores == ["all"] else scores
+  columns = logged if scores == ["all"] else [c for c in scores if c in logged or not only_logged]
   unknown = [c for c in columns if c not in logged]
   if unknown:
     raise ValueError(f"--scores {','.join(unknown)}: not logged; the run has {', '.join(logged)}.")
@@ -61,7 +63,8 @@ def markdown(columns: list[str], table: list[tuple]) -> str:
 def main(_):
   try:
     rows = [json.loads(line) for line in trainer.read_metrics_lines(metrics_path(FLAGS.workdir))]
-    table = curve(rows, FLAGS.evaluator, FLAGS.scores)
+    # The default columns: those the run logged (runs before the held-out loss have none of it).
+    table = curve(rows, FLAGS.evaluator, FLAGS.scores, only_logged=not FLAGS["scores"].present)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from None
   print(markdown(*table))
