@@ -167,7 +167,8 @@ def compile_report(config, topology: str, *, mfu: float = 0.5, peak_flops_per_ch
     raise
   # Programs without loops of matmuls (no scanned layers, no windowed einsums) are counted whole by XLA: the
   # four FLOP-count compiles are only needed when a loop hides some.
-  recount = [_loops_hide_flops(part.pop("hlo")) for part in (trained, sampled)] != [False, False]
+  hlos = [part.pop("hlo") for part in (trained, sampled)]
+  recount = any(_loops_hide_flops(hlo) for hlo in hlos)
   if recount:
     trained["xla_flops_per_chip"], sampled["xla_flops_per_chip"] = _counted_flops(config, devices)
   chips = len(devices)
