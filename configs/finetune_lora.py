@@ -8,7 +8,8 @@ The job (avdit_jax/pipeline.py, `finetune`): the folder -> an `av_folder` data s
 latents with the base job's own tokenizers -> the base AVDiT (config.init_from) with rank-8 LoRA factors on
 attention q/k/v/out and the MLP of every block, the rest frozen -> every task on held-out clips of
 `finetune.eval_dataset` (which needs ground truth: a synthetic_av config; by default small_unseen, whose colours
-and pitches the quickstart never saw), next to the base model, in WORKDIR/report.md; samples in WORKDIR/samples.
+the quickstart never saw, each sounding at one of its pitches), next to the base model, in WORKDIR/report.md;
+samples in WORKDIR/samples.
 Any field can be overridden, e.g. --config.avdit.train.lora.rank=16 or --config.avdit.train.trainable=all.
 Variant `test` fine-tunes the quickstart's test variant for the test suite.
 """

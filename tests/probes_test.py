@@ -64,3 +64,27 @@ def test_scores_separate_synced_from_shuffled(rows):
   other = [clip_tasks.score_sample(mask, o["video"], o["audio"], r, SPEC, windows, RADIUS_PX)["colour_drift"]
            for r, o in zip(rows, rows[1:] + rows[:1])]
   assert np.mean(same) == 0.0 and np.mean(other) > 0.3
+
+
+def test_a_scene_that_pairs_colours_with_other_pitches_is_scored_by_its_own_pairing(tmp_path):
+  """The unseen sets sound their new colours at default pitches (Scene.sounds): heard tones count for the colour
+  that sounds at them, so a real clip scores as synced to itself; read as colour i at pitch i, every tone would
+  be a wrong colour's."""
+  scene = synthetic_av.Scene(clip=SPEC, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS,
+                             sounds=synthetic_av.UNSEEN_SOUNDS)
+  unseen = [synthetic_av.make_clip(scene, 7, i) for i in range(8)]
+  assert all(set(r["pitches"]) <= set(synthetic_av.PITCHES[list(synthetic_av.UNSEEN_SOUNDS)]) for r in unseen)
+  sounds = clip_tasks.sound_colours("synthetic_av/tiny_unseen", str(tmp_path))     # what the evaluation reads
+  assert sounds == {0: 6, 3: 7, 5: 8}
+  assert clip_tasks.sound_colours("synthetic_av/tiny", str(tmp_path)) == {k: k for k in synthetic_av.DEFAULT_COLOURS}
+  segments = monl.FrameSegments(audio=np.repeat(np.arange(3), 25).astype(np.int32),
+                                video=np.arange(3, dtype=np.int32))
+  windows = clip_tasks.segment_windows(SPEC, segments)
+  score = lambda task, r, s: clip_tasks.score_sample(monl.task_mask(task, 3), r["video"], r["audio"], r, SPEC,
+                                                    windows, RADIUS_PX, s)
+  v2a = [score("v2a", r, sounds) for r in unseen]
+  assert np.mean([s["v2a_sync_ms"] for s in v2a]) < 30 and np.mean([s["pitch_drift"] for s in v2a]) == 0.0
+  assert np.mean([score("joint", r, sounds)["pitch_colour"] for r in unseen]) == 0.0
+  assert np.mean([score("v2a", r, None)["v2a_sync_ms"] for r in unseen]) > 300
+  with pytest.raises(ValueError, match="scene: sounds"):
+    synthetic_av.Scene(colours=(6, 7), sounds=(0, 0))

@@ -7,8 +7,9 @@ Every builder yields clips on a ClipSpec grid (avdit_jax/data/clips.py) with the
   synthetic_av    the embedded default: bouncing balls whose bounces sound (avdit_jax/data/synthetic_av.py),
                   with ground truth. Configs: 'default' (paper-like: 128x128, 17 frames at 8 fps, 16 kHz),
                   'small' (CPU: 32x32, 9 frames, 8 kHz), 'tiny' (tests), 'small_unseen' (small's grid, other colours
-                  and pitches: a fine-tuning target), 'tiny_unseen' (a handful of those), 'small_frames' and
-                  'tiny_frames' (small's scenes on a grid of temporal ratio 1, for an image VAE per frame).
+                  paired with small's pitches: a fine-tuning target), 'tiny_unseen' (a handful of those),
+                  'small_frames' and 'tiny_frames' (small's scenes on a grid of temporal ratio 1, for an image VAE
+                  per frame).
   av_folder       any folder of media files with audio (manual_dir, searched recursively).
   landscape       Landscape (MM-Diffusion's release), manual_dir/{train,test}/<class>/*.mp4.
   aist_plus_plus  AIST++ dance clips (MM-Diffusion's release), manual_dir/{train,test}/*.mp4.
@@ -67,7 +68,8 @@ _FRAMES_CLIP = clips.ClipSpec(num_frames=12, frame_rate=8.0, height=32, width=32
 class SyntheticAV(tfds.core.GeneratorBasedBuilder):
   """Bouncing balls whose bounces sound at the pitch of their colour, with ground truth."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "small_unseen and tiny_unseen sound their colours at default pitches (Scene.sounds)."}
   BUILDER_CONFIGS = [
       SyntheticAVConfig(name="default", description="128x128, 17 frames at 8 fps, 16 kHz mono.",
                         scene=synthetic_av.Scene(num_distractors=1, background_noise=0.003)),
@@ -75,12 +77,15 @@ class SyntheticAV(tfds.core.GeneratorBasedBuilder):
                         scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12), num_train=1024, num_validation=64),
       SyntheticAVConfig(name="tiny", description="small's clips, a handful of them: for tests.",
                         scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12), num_train=8, num_validation=4),
-      SyntheticAVConfig(name="small_unseen", description="small's grid with colours and pitches that 'small' never "
-                        "has (synthetic_av.UNSEEN_COLOURS): a fine-tuning target.", seed=7,
-                        scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS),
+      SyntheticAVConfig(name="small_unseen", description="small's grid with colours that 'small' never has "
+                        "(synthetic_av.UNSEEN_COLOURS), each sounding at one of small's pitches (UNSEEN_SOUNDS): "
+                        "new pairings, a fine-tuning target.", seed=7,
+                        scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS,
+                                                 sounds=synthetic_av.UNSEEN_SOUNDS),
                         num_train=256, num_validation=64),
       SyntheticAVConfig(name="tiny_unseen", description="small_unseen's clips, a handful of them: for tests.", seed=7,
-                        scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS),
+                        scene=synthetic_av.Scene(clip=_SMALL_CLIP, radius=0.12, colours=synthetic_av.UNSEEN_COLOURS,
+                                                 sounds=synthetic_av.UNSEEN_SOUNDS),
                         num_train=8, num_validation=4),
       SyntheticAVConfig(name="small_frames", description="small's scenes, 12 frames on a grid of temporal ratio 1 "
                         "(a frame-by-frame image VAE as the video tokenizer).",

@@ -17,16 +17,19 @@ import numpy as np
 
 from avdit_jax.data import clips
 
-# Colour i sounds at pitch i: well apart in pitch (a minor third and more) and in hue (over 60 RGB apart, the
-# probes' tolerance, also from every blend of two of them or of one with the background, as anti-aliased edges
-# make). The first six are the default scenes'; the last three (pink, navy, pale green at 200, 1760 and
-# 2349 Hz, each over 3 bins of the probes' 32 ms window from every other pitch, so no band hears another's tone)
-# only the 'unseen' sets' (a model trained on the defaults has never seen or heard them).
+# Colour i sounds at pitch i unless a scene pairs them otherwise (Scene.sounds): well apart in pitch (a minor third
+# and more) and in hue (over 60 RGB apart, the probes' tolerance, also from every blend of two of them or of one
+# with the background, as anti-aliased edges make). The first six are the default scenes'; the last three colours
+# (pink, navy, pale green) only the 'unseen' sets', which sound them at default pitches (UNSEEN_SOUNDS): new
+# pairings a model trained on the defaults has never seen, in tones an audio tokenizer trained on the defaults
+# codes (the quickstart's reproduces only the six pitches it heard, WORKSPACE.md). Their own pitches (200, 1760,
+# 2349 Hz, each over 3 bins of the probes' 32 ms window from every other) are for scenes that pick them.
 PALETTE = np.array([[230, 60, 50], [60, 200, 70], [60, 110, 240], [240, 210, 50], [220, 70, 220], [60, 210, 220],
                     [255, 195, 225], [0, 0, 120], [210, 255, 150]], np.uint8)
 PITCHES = np.array([330.0, 440.0, 587.3, 784.0, 1046.5, 1396.9, 200.0, 1760.0, 2349.3], np.float32)
 DEFAULT_COLOURS = (0, 1, 2, 3, 4, 5)
 UNSEEN_COLOURS = (6, 7, 8)
+UNSEEN_SOUNDS = (0, 3, 5)           # the PITCHES the unseen colours sound at: 330, 784 and 1396.9 Hz
 DISTRACTOR_COLOUR = np.array([150, 150, 150], np.uint8)
 BACKGROUND = np.array([24, 24, 32], np.uint8)
 
@@ -35,7 +38,8 @@ BACKGROUND = np.array([24, 24, 32], np.uint8)
 class Scene:
   clip: clips.ClipSpec = clips.ClipSpec()
   num_objects: int = 2            # sounding balls (distinct colours)
-  colours: tuple = DEFAULT_COLOURS   # the palette entries (PALETTE, PITCHES) the balls are drawn from
+  colours: tuple = DEFAULT_COLOURS   # the palette entries (PALETTE) the balls are drawn from
+  sounds: tuple | None = None     # the PITCHES entry each of `colours` sounds at (None: its own, colour i at pitch i)
   num_distractors: int = 0        # silent grey balls
   radius: float = 0.09            # ball radius, fraction of the frame height
   gravity: float = 6.0            # frame heights / s^2
@@ -47,6 +51,10 @@ class Scene:
   def __post_init__(self):
     if not set(self.colours) <= set(range(len(PALETTE))) or len(set(self.colours)) != len(self.colours):
       raise ValueError(f"scene: colours {self.colours} must be distinct indices into the {len(PALETTE)} of PALETTE.")
+    if self.sounds is not None and (len(self.sounds) != len(self.colours) or len(set(self.sounds)) != len(self.sounds)
+                                    or not set(self.sounds) <= set(range(len(PITCHES)))):
+      raise ValueError(f"scene: sounds {self.sounds} must be distinct indices into the {len(PITCHES)} of PITCHES, "
+                       f"one per colour of {self.colours}.")
     if not 1 <= self.num_objects <= len(self.colours):
       raise ValueError(f"scene: num_objects {self.num_objects} must be in [1, {len(self.colours)}] (one colour "
                        "each).")
@@ -117,8 +125,9 @@ def make_clip(scene: Scene, seed: int, index: int) -> dict:
   start = -spec.audio_lead
   stop = spec.audio_samples / spec.sample_rate + start
   times = np.arange(start, stop, scene.physics_dt)
-  colour_ids = np.asarray(scene.colours)[rng.choice(len(scene.colours), size=scene.num_objects,
-                                                    replace=False)].astype(np.int32)
+  picked = rng.choice(len(scene.colours), size=scene.num_objects, replace=False)
+  colour_ids = np.asarray(scene.colours)[picked].astype(np.int32)
+  pitches = PITCHES[np.asarray(scene.colours if scene.sounds is None else scene.sounds)[picked]]
   radius = (scene.radius, scene.radius * spec.height / spec.width)
   paths, events = _simulate(rng, scene.num_objects, times, radius, scene.gravity, scene.max_speed)
   frame_times = np.arange(spec.num_frames) / spec.frame_rate
@@ -130,13 +139,13 @@ def make_clip(scene: Scene, seed: int, index: int) -> dict:
     centres = np.concatenate([d_paths[:, at_frames], centres])    # distractors drawn first, behind
     colours = np.concatenate([np.repeat(DISTRACTOR_COLOUR[None], scene.num_distractors, 0), colours])
   video = _render(spec, centres, colours, scene.radius)
-  # Audio: a decaying tone per bounce, at the pitch of the ball's colour.
+  # Audio: a decaying tone per bounce, at the pitch its colour sounds at.
   t_audio = start + np.arange(spec.audio_samples) / spec.sample_rate
   audio = np.zeros(spec.audio_samples)
   for when, ball in events:
     dt = t_audio - when
     on = dt >= 0
-    audio[on] += 0.5 * np.exp(-dt[on] / scene.tone_decay) * np.sin(2 * np.pi * PITCHES[colour_ids[ball]] * dt[on])
+    audio[on] += 0.5 * np.exp(-dt[on] / scene.tone_decay) * np.sin(2 * np.pi * pitches[ball] * dt[on])
   if scene.background_noise:
     audio += rng.normal(0.0, scene.background_noise, size=audio.shape)
   audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
@@ -144,7 +153,7 @@ def make_clip(scene: Scene, seed: int, index: int) -> dict:
       "video": video,
       "audio": audio,
       "colour_ids": colour_ids,
-      "pitches": PITCHES[colour_ids],
+      "pitches": pitches,
       "trajectories": (paths[:, at_frames] * np.array([spec.height, spec.width])).astype(np.float32),  # pixels
       "collision_times": np.array([e[0] for e in events], np.float32).reshape(-1),   # s from the first frame
       "collision_objects": np.array([e[1] for e in events], np.int32).reshape(-1),

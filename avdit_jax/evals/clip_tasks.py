@@ -58,9 +58,16 @@ def _in(events, windows):
   return [e for e in events if any(lo <= e[0] < hi for lo, hi in windows)]
 
 
+def _heard_as(sounds: dict | None):
+  """A palette pitch index -> the colour that sounds at it in the data set (an index no colour has when none does)."""
+  return (lambda k: k) if sounds is None else (lambda k: sounds.get(k, -1 - k))
+
+
 def score_sample(mask: np.ndarray, frames: np.ndarray, audio: np.ndarray, row: dict, spec: clips.ClipSpec,
-                 windows: list, radius_px: float) -> dict:
-  """The scores of one sample (uint8 frames, waveform) of a task given by mask [M, N] on clip `row`."""
+                 windows: list, radius_px: float, sounds: dict | None = None) -> dict:
+  """The scores of one sample (uint8 frames, waveform) of a task given by mask [M, N] on clip `row`.
+
+  sounds: {PITCHES index: colour} of the data set's scene (sound_colours); None: colour i sounds at pitch i."""
   fps = spec.frame_rate
   visible = (0.5 / fps, (spec.num_frames - 1.5) / fps)     # a bounce needs a frame on either side
   clip_v = lambda w: [(max(lo, visible[0]), min(hi, visible[1])) for lo, hi in w]
@@ -71,7 +78,8 @@ def score_sample(mask: np.ndarray, frames: np.ndarray, audio: np.ndarray, row: d
   v2a = [windows[s] for s in range(len(windows)) if given_v[s] and not given_a[s]]
   both = [windows[s] for s in range(len(windows)) if not given_a[s] and not given_v[s]]
   bounces = probes.video_bounces(frames, fps, radius_px)
-  onsets = probes.audio_onsets(audio, spec)
+  colour_of = _heard_as(sounds)
+  onsets = [(t, colour_of(k)) for t, k in probes.audio_onsets(audio, spec)]
   if a2v:
     w = clip_v(a2v)
     out["a2v_sync_ms"] = probes.event_distance_ms(_in(truth, w), _in(bounces, w))
@@ -89,7 +97,7 @@ def score_sample(mask: np.ndarray, frames: np.ndarray, audio: np.ndarray, row: d
   for s in np.flatnonzero(~given_a):
     gen_samples |= (t >= windows[s][0]) & (t < windows[s][1])
   seen = probes.colours_present(frames[gen_frames]) if gen_frames else set()
-  heard = probes.pitches_present(audio[gen_samples], spec) if gen_samples.any() else set()
+  heard = {colour_of(k) for k in probes.pitches_present(audio[gen_samples], spec)} if gen_samples.any() else set()
   if mask.any():                                            # something is given: identity must carry over
     if gen_frames:
       out["colour_drift"] = probes.jaccard_distance(colours, seen)
@@ -145,6 +153,7 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
     raise ValueError(f"{dataset}/{section['split']}: clips {spec} are not the tokenizers' grid {pair.spec}.")
   windows = segment_windows(spec, factory.frame_segments(config))
   radius_px = _radius_px(dataset, tfds_dir, spec)
+  sounds = sound_colours(dataset, tfds_dir)
   frames = np.stack([r["video"] for r in rows])
   audio = np.stack([r["audio"] for r in rows])
   real_a, real_v = pair.encode(audio, frames)
@@ -173,7 +182,8 @@ def evaluate(config, runs: dict, pair: codec.Codec, tasks, section, *, dataset: 
     results[task] = {}
     for name in systems:
       f, a = media_of[name]
-      per_clip = [score_sample(mask, f[k], a[k], rows[k], spec, windows, radius_px) for k in range(len(rows))]
+      per_clip = [score_sample(mask, f[k], a[k], rows[k], spec, windows, radius_px, sounds)
+                  for k in range(len(rows))]
       results[task][name] = {s: float(np.mean([p[s] for p in per_clip])) for s in SCORES if s in per_clip[0]}
       for score, (fn, part) in extractors.items():
         results[task][name][score] = (float("nan") if name == "shuffled" else
@@ -194,6 +204,12 @@ def _as_media(decoded):
 def _radius_px(dataset: str, tfds_dir: str, spec: clips.ClipSpec) -> float:
   config = datasets.builder(dataset, tfds_dir).builder_config
   return float(config.scene.radius * spec.height)
+
+
+def sound_colours(dataset: str, tfds_dir: str) -> dict[int, int]:
+  """{PITCHES index: the colour that sounds at it} of a synthetic_av data set's scene (Scene.sounds)."""
+  scene = datasets.builder(dataset, tfds_dir).builder_config.scene
+  return dict(zip(scene.colours if scene.sounds is None else scene.sounds, scene.colours))
 
 
 def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: clips.ClipSpec, count: int) -> None:
