@@ -87,6 +87,7 @@ def image_dit_config(config: ml_collections.ConfigDict, latents_dir: str = "",
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the report's path."""
   started = time.time()
+  workdir = paths.absolute(workdir)          # the stages' saved configs name their inputs from any cwd
   trained_video = codec.video_tokenizer_kind(config.video_tokenizer) == "trained"
   image = "image_dit" in config
   stages = AV_DIT_STAGES if image else STAGES
@@ -95,7 +96,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
       trainer.check_loop_config(config[name], f"config.{name}")
   if image:
     trainer.check_loop_config(image_dit_config(config), "config.image_dit")
-  tfds_dir = config.pipeline.tfds_dir or paths.join(workdir, "tfds")
+  tfds_dir = paths.absolute(config.pipeline.tfds_dir or paths.join(workdir, "tfds"))
   _stage(0, f"data set {config.pipeline.dataset}", started, len(stages))
   datasets.prepare(config.pipeline.dataset, tfds_dir)
 
@@ -161,15 +162,16 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> str:
     if not c[field]:
       raise ValueError(f"config.finetune.{field} is empty: give --config.finetune.{field}=... (see "
                        "configs/finetune_lora.py).")
-  base_avdit = paths.join(c.base, "avdit")
-  if not (paths.path(c.base) / "video_tokenizer").is_dir() or not paths.path(base_avdit).is_dir():
+  workdir, base, folder = paths.absolute(workdir), paths.absolute(c.base), paths.absolute(c.folder)
+  base_avdit = paths.join(base, "avdit")
+  if not (paths.path(base) / "video_tokenizer").is_dir() or not paths.path(base_avdit).is_dir():
     raise FileNotFoundError(f"config.finetune.base {c.base}: expected a finished main job (configs/quickstart.py) "
                             "with video_tokenizer/, audio_tokenizer/ and avdit/.")
-  tfds_dir = c.tfds_dir or paths.join(workdir, "tfds")
-  logging.info("=== fine-tuning 1/4: %s (%s)", FINETUNE_STAGES[0], c.folder)
-  datasets.prepare(c.dataset, tfds_dir, manual_dir=c.folder)
+  tfds_dir = paths.absolute(c.tfds_dir or paths.join(workdir, "tfds"))
+  logging.info("=== fine-tuning 1/4: %s (%s)", FINETUNE_STAGES[0], folder)
+  datasets.prepare(c.dataset, tfds_dir, manual_dir=folder)
   logging.info("=== fine-tuning 2/4: %s (%.0fs)", FINETUNE_STAGES[1], time.time() - started)
-  pair = codec.load_pair(c.base)
+  pair = codec.load_pair(base)
   latents_dir = paths.join(workdir, "latents", "train")
   meta = _tokenized(pair, c.dataset, tfds_dir, latents_dir, config.avdit.num_segments, c.wait_timeout_s)
   logging.info("=== fine-tuning 3/4: %s (%.0fs)", FINETUNE_STAGES[2], time.time() - started)
@@ -181,8 +183,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> str:
   state = trainer.train_and_evaluate(sub, run_dir, evals)
   logging.info("=== fine-tuning 4/4: %s (%.0fs)", FINETUNE_STAGES[3], time.time() - started)
   tuned = next(ev for ev in evals if isinstance(ev, clip_tasks.ClipTasks))
-  base = clip_tasks.evaluate(checkpoint.saved_config(base_avdit), {"model": frontend.Run.load(base_avdit)}, pair,
-                             tuned.tasks, tuned.section, **where, systems=("model",))
+  base_run = frontend.Run.load(base_avdit, latents_dir=paths.join(base, "latents", "train"))   # where it is now
+  base = clip_tasks.evaluate(checkpoint.saved_config(base_avdit), {"model": base_run}, pair, tuned.tasks,
+                             tuned.section, **where, systems=("model",))
   trained, total = trainable.for_config(sub).count(state.params)
   path = paths.join(workdir, "report.md")
   if jax.process_index() == 0:

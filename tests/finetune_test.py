@@ -19,15 +19,19 @@ pytestmark = pytest.mark.xdist_group("tokenizers")     # it shares the quickstar
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_finetune_job_trains_lora_on_a_folder_and_reports_against_the_base(quickstart_run, tmp_path):
+def test_finetune_job_trains_lora_on_a_folder_and_reports_against_the_base(quickstart_run, tmp_path, monkeypatch):
   base, _, _ = quickstart_run
   folder = tmp_path / "my_clips"
   subprocess.run([sys.executable, os.path.join(ROOT, "tools", "write_synthetic_folder.py"), f"--out={folder}",
                   "--dataset=synthetic_av/tiny_unseen", "--num_files=3", "--clips_per_file=3"], check=True,
                  cwd=ROOT, capture_output=True)
   config = factory.load_config(os.path.join(ROOT, "configs", "finetune_lora.py") + ":test")
-  config.finetune.update(base=str(base), folder=str(folder))
-  report = open(pipeline.finetune(config, str(tmp_path / "run"))).read()
+  # Paths relative to another directory, as a user gives them: the job resolves them once (saved configs
+  # name absolute paths) and reads the base's latents where the base is now.
+  monkeypatch.chdir(tmp_path)
+  config.finetune.update(base=os.path.relpath(base, tmp_path), folder="my_clips")
+  report = open(pipeline.finetune(config, "run")).read()
+  monkeypatch.undo()
 
   trained, total, fraction = re.search(r"Trainable parameters: ([\d,]+) of ([\d,]+) \(([\d.]+)%\)", report).groups()
   assert 0 < float(fraction) < 20 and int(trained.replace(",", "")) < int(total.replace(",", ""))
