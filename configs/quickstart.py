@@ -79,15 +79,14 @@ def get_config(arg: str = ""):
     # (WORKSPACE.md "Sixth session": 2e-3 and 4e-3 measured too).
     a.optim.lr = 3e-3
     # One audio latent per token (from 5: 75 audio tokens beside the 48 video ones): joint 0.66 -> 0.61, a2v sync
-    # 329 -> 289 ms, a2v colour drift 0.46 -> 0.32, av_continue:1 0.23 -> 0.18 at 4000 steps; wider (192) or deeper
-    # (8) models and other samplers moved less (WORKSPACE.md "Seventh session"). 6000 steps (from 4000): better on
-    # six of eight probes at the old patch; the job stays inside its 20-minute budget.
+    # 329 -> 289 ms, a2v colour drift 0.46 -> 0.32, av_continue:1 0.23 -> 0.18; wider (192) or deeper (8) models
+    # and other samplers moved less (WORKSPACE.md "Seventh session"). It costs 3x the AVDiT's step, so the steps
+    # stay at 4000 for the 20-minute budget.
     a.model.audio_patch = 1
-    a.train.num_steps = 6000
   if "long" in variants:
     # Three times the AVDiT's steps, evaluated every 2000 steps: the curve of each probe against compute
     # (python tools/curve.py --workdir=W).
-    a.train.num_steps = 18000
+    a.train.num_steps = 12000
     a.checkpoint.every_steps = 2000
     a.evals.clip_tasks.every_steps = 2000
   if test:
