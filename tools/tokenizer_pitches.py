@@ -27,7 +27,7 @@ def main(argv):
   tok = codec.load(FLAGS.workdir)
   rate, hop = trainees.clip_spec(tok.config).sample_rate, tok.module.hop
   n = (rate + hop - 1) // hop * hop                               # about a second, a whole number of hops
-  t = np.arange(n) / rate
+  t, decay = np.arange(n) / rate, synthetic_av.Scene().tone_decay
   round_trip = jax.jit(lambda p, x: tok.module.apply({"params": p}, x)[0])
   pitches = [float(p) for p in FLAGS.pitches] or sorted(float(p) for p in synthetic_av.PITCHES)
   print(f"{'pitch Hz':>9} | in-band energy kept | RMS kept")
@@ -35,7 +35,7 @@ def main(argv):
     x = np.zeros((1, n), np.float32)
     for onset in (0.1, 0.45, 0.8):                                # three bounces, the scenes' decay
       on = t >= onset
-      x[0, on] += 0.5 * np.exp(-(t[on] - onset) / 0.06) * np.sin(2 * np.pi * hz * (t[on] - onset))
+      x[0, on] += 0.5 * np.exp(-(t[on] - onset) / decay) * np.sin(2 * np.pi * hz * (t[on] - onset))
     y = np.asarray(round_trip(tok.params, x))
     band = np.abs(np.fft.rfftfreq(n, 1 / rate) - hz) < 30
     kept = np.sum(np.abs(np.fft.rfft(y[0]))[band] ** 2) / np.sum(np.abs(np.fft.rfft(x[0]))[band] ** 2)

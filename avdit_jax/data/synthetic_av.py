@@ -61,6 +61,11 @@ class Scene:
     if not 0 < self.radius < 0.5:
       raise ValueError(f"scene: radius {self.radius} must be in (0, 0.5).")
 
+  @property
+  def sound_ids(self) -> tuple:
+    """The PITCHES entry each of `colours` sounds at."""
+    return self.colours if self.sounds is None else self.sounds
+
 
 def _simulate(rng, n: int, times: np.ndarray, radius, gravity: float, max_speed: float):
   """Balls in the unit square (y, x) bouncing elastically off the walls; `radius` (y, x) in its units.
@@ -127,7 +132,7 @@ def make_clip(scene: Scene, seed: int, index: int) -> dict:
   times = np.arange(start, stop, scene.physics_dt)
   picked = rng.choice(len(scene.colours), size=scene.num_objects, replace=False)
   colour_ids = np.asarray(scene.colours)[picked].astype(np.int32)
-  pitches = PITCHES[np.asarray(scene.colours if scene.sounds is None else scene.sounds)[picked]]
+  pitches = PITCHES[np.asarray(scene.sound_ids)[picked]]
   radius = (scene.radius, scene.radius * spec.height / spec.width)
   paths, events = _simulate(rng, scene.num_objects, times, radius, scene.gravity, scene.max_speed)
   frame_times = np.arange(spec.num_frames) / spec.frame_rate

@@ -209,7 +209,7 @@ def _radius_px(dataset: str, tfds_dir: str, spec: clips.ClipSpec) -> float:
 def sound_colours(dataset: str, tfds_dir: str) -> dict[int, int]:
   """{PITCHES index: the colour that sounds at it} of a synthetic_av data set's scene (Scene.sounds)."""
   scene = datasets.builder(dataset, tfds_dir).builder_config.scene
-  return dict(zip(scene.colours if scene.sounds is None else scene.sounds, scene.colours))
+  return dict(zip(scene.sound_ids, scene.colours))
 
 
 def _write_task_media(directory: str, generated, given, mask: np.ndarray, spec: clips.ClipSpec, count: int) -> None:
