@@ -44,11 +44,15 @@ def guidance_field(weight=0.0) -> ml_collections.FieldReference:
   return ml_collections.FieldReference(weight, field_type=object)
 
 
+# config.sampling's guidance weights: one number or an (audio, video) pair each (guidance_field).
+GUIDANCE_FIELDS = ("guidance", "joint_guidance", "cross_guidance")
+
+
 def check_override(config: ml_collections.ConfigDict, override: str, where: str = "the config") -> None:
   """`a.b.c=value` (a --config.a.b.c flag without its prefix) must name a field that exists in `config`;
   otherwise a one-line ValueError naming the override, the keys at the level where it went wrong and, for a
-  misplaced key, where that name does exist. A `sampling.guidance` value must be one weight or an (audio,
-  video) pair, in a field made by `guidance_field`."""
+  misplaced key, where that name does exist. A `sampling.guidance` (or `joint_guidance`) value must be one
+  weight or an (audio, video) pair, in a field made by `guidance_field`."""
   name = override.split("=", 1)[0]
   node, walked = config, []
   for key in name.split("."):
@@ -62,7 +66,7 @@ def check_override(config: ml_collections.ConfigDict, override: str, where: str 
       listing = f"the keys there are {keys}" if keys else f"config.{'.'.join(walked)} is a value, not a section"
       raise ValueError(f"--config.{name}: {where} has no {key!r} at {level} ({listing}){hint}")
     node, walked = node[key], walked + [key]
-  if walked[-2:] == ["sampling", "guidance"] and "=" in override:
+  if walked[-2:-1] == ["sampling"] and walked[-1] in GUIDANCE_FIELDS and "=" in override:
     _check_guidance(config, name, override.split("=", 1)[1], where)
 
 
@@ -269,8 +273,8 @@ def training_objective(config: ml_collections.ConfigDict) -> objective.Objective
       prediction=config.diffusion.prediction, modality_weights=tuple(c.modality_weights))
 
 
-# config.sampling fields for the inference front end (avdit_jax/inference/run.py), not the sampler's.
-FRONT_END_SAMPLING_FIELDS = ("use_ema", "tasks")
+# config.sampling fields for the inference front end (avdit_jax/inference/frontend.py), not the sampler's.
+FRONT_END_SAMPLING_FIELDS = ("use_ema", "tasks", "joint_guidance")
 
 
 def sampler(config: ml_collections.ConfigDict, **overrides) -> sampling.SamplerConfig:

@@ -58,8 +58,11 @@ def get_config(arg: str = ""):
   # use_ema: whether sampling (and every evaluator) uses the EMA params; tasks: what --mode=sample writes.
   # sampler: ddim | ddpm | dpm++2m (ddpm), euler | heun | dpm++2m (flow; 'ddim' there is Euler); spacing: uniform |
   # shifted (by shift) | karras (ddpm); guidance: one weight, or an (audio, video) pair
-  # (--config.sampling.guidance='(3.0, 7.0)'; factory.guidance_field lets the flag give either).
+  # (--config.sampling.guidance='(3.0, 7.0)'; factory.guidance_field lets the flag give either);
+  # joint_guidance: the same for tasks with nothing given (joint), which MoNL's guidance cannot guide: cross-modal,
+  # each modality pushed away from its prediction with the other modality at pure noise (core/sampling.py).
   c.sampling = dict(sampler="ddim", num_steps=50, eta=0.0, guidance=factory.guidance_field(0.0),
+                    joint_guidance=factory.guidance_field(0.0),
                     loop="auto", spacing="uniform", shift=3.0, use_ema=False, tasks=tasks)
   # Evaluators during and after training (avdit_jax/evals/evaluators.py); every_steps 0: after the last step.
   # gaussian_toy: each task's sample moments against the exact conditional, in WORKDIR/report.md.

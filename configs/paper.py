@@ -56,7 +56,7 @@ def get_config(arg: str = "xl"):
   c.checkpoint.every_steps = 2000
   c.mesh.shape = (-1, 16, 1)
   c.sampling = dict(sampler="ddim", num_steps=100, eta=0.0, guidance=factory.guidance_field(2.0),
-                    loop="auto", spacing="uniform", shift=3.0, use_ema=True,
+                    joint_guidance=factory.guidance_field(0.0), loop="auto", spacing="uniform", shift=3.0, use_ema=True,
                     tasks=("joint", "a2v", "v2a", "av_continue:1", "av_continue:3", "av_inpaint:1:1"))
   c.evals = {}
   return c

@@ -39,6 +39,25 @@ def test_a_task_with_nothing_given_samples_unguided(config):
   assert len(run._samplers) == 3                    # guided, unguided, and the explicit guidance=0 override
 
 
+def test_joint_generation_takes_the_joint_guidance_and_conditional_tasks_do_not(config):
+  """sampling.joint_guidance guides a task with nothing given (cross-modal: each modality away from its
+  prediction with the other at pure noise); conditional tasks keep MoNL's guidance alone."""
+  c = load_config(arg="test")
+  c.sampling.update(num_steps=3, guidance=2.0, joint_guidance=(1.5, 0.5))
+  run = gaussian_toy.exact_run(c)
+  assert run.sampler(False)[0].cross_guidance == (1.5, 0.5) and run.sampler(True)[0].cross_guidance == 0.0
+  assert run.sampler(False, joint_guidance=0.0)[0].cross_guidance == 0.0
+  a, v = _clips(c)
+  joint = monl.joint(c.num_segments)
+  guided = run.sample(joint, a, v, jax.random.PRNGKey(0))
+  plain = run.sample(joint, a, v, jax.random.PRNGKey(0), joint_guidance=0.0)
+  for x, y in zip(guided, plain):             # the toy's audio and video are coupled: both move
+    assert np.isfinite(x).all() and np.abs(x - y).max() > 1e-3
+  a2v = monl.a2v(c.num_segments)                # and the conditional task is the one without joint_guidance
+  np.testing.assert_array_equal(run.sample(a2v, a, v, jax.random.PRNGKey(0))[1],
+                                gaussian_toy.exact_run(config).sample(a2v, a, v, jax.random.PRNGKey(0))[1])
+
+
 def test_given_portions_come_back_in_the_data_units(config):
   """With a normalizer the model sees normalised latents, the caller its own: given portions round-trip."""
   meta = latents.Metadata((8, 2), (4, 4, 4, 2), 1, ["x"], config.num_segments,

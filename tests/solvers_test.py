@@ -1,6 +1,7 @@
 """Few-step solvers of both processes: the true conditionals in <= 20 network evaluations with the exact
 denoiser, single steps against diffusers' schedulers, Euler converging to Heun, per-modality guidance."""
 
+import dataclasses
 import functools
 
 import jax
@@ -272,3 +273,45 @@ def test_ddpm_spacings_run_from_T_to_zero(spacing):
 def test_network_evaluations():
   assert solvers.network_evaluations("heun", 10) == 19
   assert solvers.network_evaluations("dpm++2m", 20) == 20
+
+
+def _reads_the_other(params, audio, video, t):
+  """A network whose audio output is the video's mean where video is not at pure noise (flow: t < 1), and the
+  other way round; with the own latents added, so each pass's own input shows too."""
+  seen_v = (t[:, monl.VIDEO, :1] < 1).astype(audio.dtype)[:, :, None]          # [B, 1, 1]
+  seen_a = (t[:, monl.AUDIO, :1] < 1).astype(audio.dtype)[:, :, None, None, None]  # [B, 1, 1, 1, 1]
+  out_a = audio + seen_v * video.mean(axis=(1, 2, 3, 4))[:, None, None]
+  out_v = video + seen_a * audio.mean(axis=(1, 2))[:, None, None, None, None]
+  return out_a, out_v
+
+
+@pytest.mark.parametrize("weights", [2.0, (0.5, 3.0)])
+def test_cross_guidance_pushes_each_modality_away_from_its_prediction_without_the_other(weights):
+  """Joint generation (nothing given): out_m = cond_m + c_m (cond_m - out_m with the other modality at pure
+  noise); the pass without the other sees the same own latents, so the push is c_m x what the other adds."""
+  process = flow.RectifiedFlow()
+  config = sampling.SamplerConfig(process, SEGS, sampler="euler", num_steps=4, prediction="v",
+                                  cross_guidance=weights)
+  assert config.cross_guided and not config.guided
+  c_a, c_v = config.cross_weights
+  cond = sampling.make_condition(config, monl.joint(N), np.zeros((2, 10, 1)), np.zeros((2, 5, 2, 2, 1)))
+  z_a = jax.random.normal(jax.random.PRNGKey(1), (2, 10, 1))
+  z_v = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 2, 2, 1))
+  level = 0.5
+  got = sampling.make_predict(_reads_the_other, config)(None, z_a, z_v, level, cond, jax.random.PRNGKey(3))
+  want_a = z_a + (1 + c_a) * z_v.mean(axis=(1, 2, 3, 4))[:, None, None]
+  want_v = z_v + (1 + c_v) * z_a.mean(axis=(1, 2))[:, None, None, None, None]
+  for (x0, eps), out, z in zip(got, (want_a, want_v), (z_a, z_v)):
+    want_x0, want_eps = process.to_x0_and_eps(z, out, level, "v")
+    np.testing.assert_allclose(x0, want_x0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(eps, want_eps, rtol=1e-5, atol=1e-5)
+  # With MoNL's guidance too (a2v: audio given), both pushes add: video's unconditional pass and its pass
+  # without audio both drop the audio, so video gets (1 + w + c) x what the audio adds.
+  both = dataclasses.replace(config, guidance=1.5)
+  cond = sampling.make_condition(both, monl.a2v(N), np.asarray(z_a), np.zeros((2, 5, 2, 2, 1)))
+  (_, _), (x0_v, _) = sampling.make_predict(_reads_the_other, both)(None, z_a, z_v, level, cond,
+                                                                     jax.random.PRNGKey(3))
+  want_v = z_v + (1 + 1.5 + c_v) * z_a.mean(axis=(1, 2))[:, None, None, None, None]
+  np.testing.assert_allclose(x0_v, process.to_x0_and_eps(z_v, want_v, level, "v")[0], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match=r"^sampling.cross_guidance must be >= 0"):
+    dataclasses.replace(config, cross_guidance=(1.0, -1.0))

@@ -9,6 +9,12 @@ modality (audio w_a, video w_v):
 
   out_m = out_cond_m + w_m * (out_cond_m - out_uncond_m)      (w = 0: plain conditional sampling)
 
+Cross-modal guidance (`cross_guidance`, one weight or an (audio, video) pair c_m) works where nothing is
+given too (joint generation): each modality is pushed away from its prediction with the other modality
+at pure noise, which MoNL trains as that modality's marginal, so each follows the other more closely:
+
+  out_m += c_m * (out_cond_m - out_without_other_m)         (one more pass per modality, in the same call)
+
 The network comes with its params as an argument of the compiled programs, `network(params, audio, video, t)`,
 so sharded params are used where they live and new params (a later checkpoint, an evaluator's next call) run
 the same programs without retracing; a network without params takes None (`without_params`).
@@ -40,16 +46,16 @@ SAMPLERS = tuple(dict.fromkeys(s for names in solvers.SAMPLERS.values() for s in
 LOOPS = ("auto", "python", "fori")
 
 
-def guidance_weights(guidance) -> tuple[float, float]:
-  """sampling.guidance (one number, or an (audio, video) pair) -> (w_audio, w_video), checked."""
+def guidance_weights(guidance, field: str = "sampling.guidance") -> tuple[float, float]:
+  """A guidance weight (one number, or an (audio, video) pair) -> (w_audio, w_video), checked."""
   if isinstance(guidance, (int, float, np.number)):
     weights = (float(guidance),) * monl.NUM_MODALITIES
   elif isinstance(guidance, Sequence) and len(guidance) == monl.NUM_MODALITIES:
     weights = tuple(float(w) for w in guidance)
   else:
-    raise ValueError(f"sampling.guidance: expected a number or an (audio, video) pair, got {guidance!r}.")
+    raise ValueError(f"{field}: expected a number or an (audio, video) pair, got {guidance!r}.")
   if min(weights) < 0:
-    raise ValueError(f"sampling.guidance must be >= 0, got {guidance}.")
+    raise ValueError(f"{field} must be >= 0, got {guidance}.")
   return weights
 
 
@@ -62,6 +68,7 @@ class SamplerConfig:
   eta: float = 0.0                    # DDIM only: 0 deterministic, 1 DDPM-like
   ddpm_variance: str = "small"        # DDPM only: 'small' (posterior) or 'large' (beta)
   guidance: float | tuple = 0.0       # one weight, or (audio, video)
+  cross_guidance: float | tuple = 0.0  # one weight, or (audio, video): away from the other modality at noise
   prediction: str = "epsilon"
   loop: str = "auto"
   spacing: str = "uniform"            # 'uniform' | 'shifted' (both processes) | 'karras' (ddpm)
@@ -78,6 +85,7 @@ class SamplerConfig:
       raise ValueError(f"sampling.loop: unknown {self.loop!r}; expected one of {LOOPS}.")
     self.process.check_prediction(self.prediction)
     guidance_weights(self.guidance)
+    guidance_weights(self.cross_guidance, "sampling.cross_guidance")
     self.process.sampling_levels(self.num_steps, self.spacing, self.shift)  # checks num_steps, spacing, shift
 
   @property
@@ -92,6 +100,14 @@ class SamplerConfig:
   @property
   def guided(self) -> bool:
     return max(self.weights) > 0
+
+  @property
+  def cross_weights(self) -> tuple[float, float]:
+    return guidance_weights(self.cross_guidance, "sampling.cross_guidance")
+
+  @property
+  def cross_guided(self) -> bool:
+    return max(self.cross_weights) > 0
 
   @property
   def network_evaluations(self) -> int:
@@ -131,22 +147,35 @@ def make_predict(network: Network, config: SamplerConfig):
   w_a, w_v = config.weights
   pure = process.pure_noise
 
+  c_a, c_v = config.cross_weights
+
   def predict(params, z_a, z_v, level, cond: Condition, key):
     batch = z_a.shape[0]
     t_grid = jnp.broadcast_to(monl.inference_timesteps(cond.mask, level), (batch, *cond.mask.shape))
+    k_na, k_nv = jax.random.split(key)
+    noise_a = process.add_noise(z_a, jax.random.normal(k_na, z_a.shape), pure)   # pure noise at the top level
+    noise_v = process.add_noise(z_v, jax.random.normal(k_nv, z_v.shape), pure)
+    # Every pass in one batched call: [conditional, unconditional?, without video?, without audio?].
+    passes = [(z_a, z_v, t_grid)]
     if config.guided:
-      # Unconditional half: dropped given portions replaced by fresh noise at the noisiest level.
+      # Unconditional: dropped given portions replaced by fresh noise at the noisiest level.
       t_unc = jnp.broadcast_to(monl.unconditional_timesteps(cond.mask, level, pure, cond.drop), t_grid.shape)
       drop_a, drop_v = monl.to_frames(cond.drop[None], segs)
-      k_na, k_nv = jax.random.split(key)
-      u_a = jnp.where(drop_a, process.add_noise(z_a, jax.random.normal(k_na, z_a.shape), pure), z_a)
-      u_v = jnp.where(drop_v, process.add_noise(z_v, jax.random.normal(k_nv, z_v.shape), pure), z_v)
-      out_a, out_v = network(params, jnp.concatenate([z_a, u_a]), jnp.concatenate([z_v, u_v]),
-                             jnp.concatenate([t_grid, t_unc]))
-      guide = lambda o, w: o[:batch] + w * (o[:batch] - o[batch:])
-      out_a, out_v = guide(out_a, w_a), guide(out_v, w_v)
-    else:
+      passes.append((jnp.where(drop_a, noise_a, z_a), jnp.where(drop_v, noise_v, z_v), t_unc))
+    if config.cross_guided:
+      passes.append((z_a, noise_v, t_grid.at[:, monl.VIDEO].set(pure)))   # audio's output: video unseen
+      passes.append((noise_a, z_v, t_grid.at[:, monl.AUDIO].set(pure)))   # video's output: audio unseen
+    if len(passes) == 1:
       out_a, out_v = network(params, z_a, z_v, t_grid)
+    else:
+      out_a, out_v = network(params, *(jnp.concatenate(x) for x in zip(*passes)))
+      chunks_a, chunks_v = jnp.split(out_a, len(passes)), jnp.split(out_v, len(passes))
+      out_a, out_v = chunks_a[0], chunks_v[0]
+      if config.guided:
+        out_a, out_v = out_a + w_a * (out_a - chunks_a[1]), out_v + w_v * (out_v - chunks_v[1])
+      if config.cross_guided:
+        out_a = out_a + c_a * (chunks_a[0] - chunks_a[-2])
+        out_v = out_v + c_v * (chunks_v[0] - chunks_v[-1])
     return (process.to_x0_and_eps(z_a, out_a.astype(z_a.dtype), level, config.prediction),
             process.to_x0_and_eps(z_v, out_v.astype(z_v.dtype), level, config.prediction))
 

@@ -11,7 +11,8 @@
 
 The front end owns the rules that every caller used to repeat: normalisation (the model sees the latent
 directory's normalised units, callers the data's), guidance for a task with nothing given (joint generation
-has no given portion to drop, so it samples unguided), which params sampling uses (sampling.use_ema), and a
+has no given portion to drop, so MoNL's guidance is off there and cross-modal guidance at
+sampling.joint_guidance guides it instead), which params sampling uses (sampling.use_ema), and a
 cache of compiled samplers per setting (the mask and the params are arguments, so every task shares one
 program, and new params of the same shape retrace nothing). Params stay where they are: a sharded tree
 (FSDP, tensor parallel, over any number of processes) is used in place; the conditioning and the rng are
@@ -92,12 +93,14 @@ class Run:
     return factory.frame_segments(self.config)
 
   def sampler(self, guided: bool, **overrides) -> tuple[sampling.SamplerConfig, Callable]:
-    """(config, compiled run(cond, rng)) for config.sampling with overrides; unguided when nothing is given."""
+    """(config, compiled run(cond, rng)) for config.sampling with overrides. guided False (nothing is given):
+    no MoNL guidance, and cross-modal guidance at sampling.joint_guidance (an override may set either)."""
     key = (tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in overrides.items())), guided)
     if key not in self._samplers:
+      joint_weight = overrides.pop("joint_guidance", self.config.sampling.get("joint_guidance", 0.0))
       cfg = factory.sampler(self.config, **overrides)
       if not guided:
-        cfg = dataclasses.replace(cfg, guidance=0.0)
+        cfg = dataclasses.replace(cfg, guidance=0.0, cross_guidance=overrides.get("cross_guidance", joint_weight))
       self._samplers[key] = cfg, sampling.make_sampler(self.network, cfg)
     return self._samplers[key]
 
