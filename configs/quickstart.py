@@ -84,9 +84,10 @@ def get_config(arg: str = ""):
     # stay at 4000 for the 20-minute budget.
     a.model.audio_patch = 1
     # Cross-modal guidance for joint generation, which MoNL's guidance leaves unguided (nothing is given), on
-    # the video only: the video follows the audio it is generated with, joint pitch-colour 0.68 -> 0.50 on a run
-    # of this config (both modalities at 3: 0.63; video 1.5 / 3 / 6 / 15 / 25: 0.64 / 0.56 / 0.53 / 0.57 / 0.63;
-    # on the conditional tasks it did not help: WORKSPACE.md "Eighth session").
+    # the video only: the video follows the audio it is generated with, joint pitch-colour 0.68 -> 0.50 on the
+    # run it was chosen on (both modalities at 3: 0.63; video 1.5 / 3 / 6 / 15 / 25: 0.64 / 0.56 / 0.53 / 0.57 /
+    # 0.63), 0.61 -> 0.58 on a second seed; on the conditional tasks it did not help (WORKSPACE.md "Eighth
+    # session").
     a.sampling.joint_guidance = (0.0, 10.0)
   if "long" in variants:
     # Three times the AVDiT's steps, evaluated every 2000 steps: the curve of each probe against compute
