@@ -86,8 +86,8 @@ def get_config(arg: str = ""):
     # Cross-modal guidance for joint generation, which MoNL's guidance leaves unguided (nothing is given), on
     # the video only: the video follows the audio it is generated with, joint pitch-colour 0.68 -> 0.50 on the
     # run it was chosen on (both modalities at 3: 0.63; video 1.5 / 3 / 6 / 15 / 25: 0.64 / 0.56 / 0.53 / 0.57 /
-    # 0.63), 0.61 -> 0.58 on a second seed; on the conditional tasks it did not help (WORKSPACE.md "Eighth
-    # session").
+    # 0.63), 0.61 -> 0.57-0.60 on a second seed for video weights 3-15 (near the noise of 32 clips); on the
+    # conditional tasks it did not help (WORKSPACE.md "Eighth session").
     a.sampling.joint_guidance = (0.0, 10.0)
   if "long" in variants:
     # Three times the AVDiT's steps, evaluated every 2000 steps: the curve of each probe against compute
