@@ -165,17 +165,14 @@ def make_predict(network: Network, config: SamplerConfig):
     if config.cross_guided:
       passes.append((z_a, noise_v, t_grid.at[:, monl.VIDEO].set(pure)))   # audio's output: video unseen
       passes.append((noise_a, z_v, t_grid.at[:, monl.AUDIO].set(pure)))   # video's output: audio unseen
-    if len(passes) == 1:
-      out_a, out_v = network(params, z_a, z_v, t_grid)
-    else:
-      out_a, out_v = network(params, *(jnp.concatenate(x) for x in zip(*passes)))
-      chunks_a, chunks_v = jnp.split(out_a, len(passes)), jnp.split(out_v, len(passes))
-      out_a, out_v = chunks_a[0], chunks_v[0]
-      if config.guided:
-        out_a, out_v = out_a + w_a * (out_a - chunks_a[1]), out_v + w_v * (out_v - chunks_v[1])
-      if config.cross_guided:
-        out_a = out_a + c_a * (chunks_a[0] - chunks_a[-2])
-        out_v = out_v + c_v * (chunks_v[0] - chunks_v[-1])
+    out_a, out_v = network(params, *(jnp.concatenate(x) for x in zip(*passes)))
+    chunks_a, chunks_v = jnp.split(out_a, len(passes)), jnp.split(out_v, len(passes))
+    out_a, out_v = chunks_a[0], chunks_v[0]
+    if config.guided:
+      out_a, out_v = out_a + w_a * (out_a - chunks_a[1]), out_v + w_v * (out_v - chunks_v[1])
+    if config.cross_guided:
+      out_a = out_a + c_a * (chunks_a[0] - chunks_a[-2])
+      out_v = out_v + c_v * (chunks_v[0] - chunks_v[-1])
     return (process.to_x0_and_eps(z_a, out_a.astype(z_a.dtype), level, config.prediction),
             process.to_x0_and_eps(z_v, out_v.astype(z_v.dtype), level, config.prediction))
 
