@@ -15,6 +15,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint._src.metadata import array_metadata_store   # the store orbax's default handler has
+from orbax.checkpoint._src.serialization import type_handler_registry   # add() can replace without a warning
 
 from avdit_jax import paths
 from avdit_jax.pretrained import files
@@ -27,10 +28,11 @@ COMPATIBLE_SECTIONS = ("model", "num_segments", "diffusion")   # diffusion: a DD
 # its (shape, device) on the process's first save, ~0.4 s per distinct shape on 8 CPU devices (100 small shapes:
 # 42.5 s blocking against 0.04 s without; WORKSPACE.md "Ninth session"). Below 1 MiB per slice one replica
 # writes the whole array instead; larger arrays (a pod's big replicated params) stay replica-parallel.
+# Replaced quietly: orbax's override warning would be the first stderr line of every command, config errors too.
 MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL = 1 << 20
-ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(jax.Array, ocp.type_handlers.ArrayHandler(
     min_slice_bytes_for_replica_parallel=MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL,
-    array_metadata_store=array_metadata_store.Store()), override=True)
+    array_metadata_store=array_metadata_store.Store()), override=True, ignore_warnings=True)
 
 
 def _normalized(value):
