@@ -12,6 +12,10 @@ Prints:
   * input: the grain pipeline's examples/s over latent files (0 and 2 workers) over what the step consumes;
   * memory: per-device train-state memory with FSDP over 8 devices over 1 device, from the compiled
     step's memory analysis (in a subprocess that sees 8 host devices);
+  * checkpoint: a process's first save of the train state on 8 host devices (FSDP off, so every array is
+    replicated), with orbax's default array handler (every array saved replica-parallel: one eager jit(slice)
+    per shape and device) over avdit_jax/train/checkpoint.py's (small arrays whole); each in a fresh
+    subprocess, blocking time and time until the save is on disk;
   * av_dit (not in the default list: --only=av_dit): AV-DiT's recipe next to the quickstart's AVDiT at the
     quickstart's shapes: trainable / total params, optimizer state, train step times (alternated);
   * lora: per-device memory of params + EMA + optimizer state (the compiled step's arguments) with
@@ -92,8 +96,8 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "accelerator's bf16 MFU.")
 flags.DEFINE_integer("sample_steps", 10, "Reverse steps in the sampling benchmark.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per measurement (best is kept).")
-flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "lora", "malloc", "profile",
-                           "torch"],
+flags.DEFINE_list("only", ["peak", "train", "modulation", "sampling", "input", "memory", "checkpoint", "lora", "malloc",
+                           "profile", "torch"],
                   "Which measurements to run.")
 FLAGS = flags.FLAGS
 
@@ -217,6 +221,28 @@ def profile_parts(times: dict, instructions: dict) -> dict[str, list]:
 
 
 TCMALLOC = f"/usr/lib/{platform.machine()}-linux-gnu/libtcmalloc_minimal.so.4"   # where .ci/run looks too
+
+
+def first_save_seconds(config, handler: str) -> tuple[float, float]:
+  """(blocking, total) seconds of this process's first checkpoint.save of config's initial train state, with
+  orbax's default array handler ('orbax') or the one avdit_jax/train/checkpoint.py registers ('project')."""
+  import orbax.checkpoint as ocp
+  from orbax.checkpoint._src.metadata import array_metadata_store
+  from avdit_jax.train import checkpoint
+  if handler == "orbax":
+    ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+        array_metadata_store=array_metadata_store.Store()), override=True)
+  setup = trainer.build(config)
+  state = jax.block_until_ready(setup.init_fn())
+  with tempfile.TemporaryDirectory() as workdir:
+    manager = checkpoint.make_manager(workdir, config)
+    t = time.perf_counter()
+    checkpoint.save(manager, 1, state, {}, config)
+    blocking = time.perf_counter() - t
+    manager.wait_until_finished()
+    total = time.perf_counter() - t
+    manager.close()
+  return blocking, total
 
 
 def _subprocess(only: str, marker: str, env: dict) -> list:
@@ -378,6 +404,10 @@ def main(_):
     print(f"TRAIN {seconds} {peak} {setup.step_flops} {faults} {rss}")
     print(f"MALLOC {MALLOC}")
     return
+  if FLAGS.only[0] == "checkpoint_inner":   # the checkpoint subprocesses: --only=checkpoint_inner,HANDLER
+    config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
+    print("SAVE", *first_save_seconds(config, FLAGS.only[1]))
+    return
   if FLAGS.only == ["memory_inner"]:   # the subprocess with 8 host devices
     fsdp = state_memory_per_device(bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, -1, 1)))
     config = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments, (1, 1, 1))
@@ -451,6 +481,14 @@ def main(_):
     one, fsdp = map(int, _subprocess("memory_inner", "MEMORY", env))
     rows.append(("train state per device: FSDP 8 / 1 device", f"{fsdp / 2**20:.1f} / {one / 2**20:.1f} MiB",
                  f"{fsdp / one:.3f}x"))
+
+  if "checkpoint" in FLAGS.only:        # each in a fresh process: the compiles are a process's first save's
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    (orbax_block, orbax_total), (ours_block, ours_total) = (
+        _subprocess(f"checkpoint_inner,{h}", "SAVE", env) for h in ("orbax", "project"))
+    rows.append(("first save, 8 devices: orbax's handler / ours, blocking",
+                 f"{orbax_block:.2f} / {ours_block:.2f} s", f"{orbax_block / ours_block:.1f}x"))
+    rows.append(("  until on disk", f"{orbax_total:.2f} / {ours_total:.2f} s", f"{orbax_total / ours_total:.1f}x"))
 
   if "lora" in FLAGS.only:              # params + EMA + optimizer state of the compiled step, one device
     tuned = bench_config(FLAGS.variant, FLAGS.batch, FLAGS.segments)
