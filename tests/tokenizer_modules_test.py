@@ -23,8 +23,8 @@ def test_video_encoder_is_causal_and_codes_the_first_frame_alone(layout):
   frames = np.random.default_rng(0).uniform(-1, 1, (1, 9, 16, 16, 3)).astype(np.float32)
   # Every weight nonzero: at init past-frame taps are zero (inflation), which would hide the receptive field.
   leaves, tree = jax.tree.flatten(init(module, frames.shape[1:]))
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  rng = np.random.default_rng(1)          # numpy: jax.random.normal would compile once per param shape
+  params = jax.tree.unflatten(tree, [np.asarray(x) + 0.1 * rng.standard_normal(x.shape, np.float32) for x in leaves])
   encode = jax.jit(lambda p, x: module.apply({"params": p}, x, method=module.encode))
   base = np.asarray(encode(params, frames))
   assert base.shape == (1, 3, 4, 4, 2)
